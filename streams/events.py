@@ -1,0 +1,291 @@
+"""Product events of the contract (section 2) and decoding of raw Kafka values into them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_BATCH_EVENTS = 10_000
+# Event times outside this range are rejected: they would move an account's clock
+# (the latest event time seen) to a place no real event can follow.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
+
+REASONS = ("not_json", "schema", "unknown_type", "too_large", "timestamp")
+
+
+def parse_timestamp(value: Any) -> float:
+    """Return epoch seconds for an RFC 3339 timestamp that carries an offset."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("timestamp", "timestamp must be an RFC 3339 string")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "timestamp", "not an RFC 3339 timestamp: {value}", {"value": value[:64]}
+        ) from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "timestamp", "timestamp has no UTC offset: {value}", {"value": value[:64]}
+        )
+    seconds = parsed.timestamp()
+    if not EARLIEST <= seconds < LATEST:
+        raise PydanticCustomError(
+            "timestamp", "timestamp outside 2000..2099: {value}", {"value": value[:64]}
+        )
+    return seconds
+
+
+def parse_optional_timestamp(value: Any) -> float | None:
+    return None if value is None else parse_timestamp(value)
+
+
+Timestamp = Annotated[float, BeforeValidator(parse_timestamp)]
+OptionalTimestamp = Annotated[float | None, BeforeValidator(parse_optional_timestamp)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+Segment = Literal["smb", "mid_market", "enterprise"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class AccountProperties(_Model):
+    """Absent fields keep their previous value; `model_fields_set` tells which were sent."""
+
+    plan: Name | None = None
+    seat_limit: Annotated[int, Field(ge=0, le=10**9)] | None = None
+    usage_limits: dict[Name, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = None
+    segment: Segment | None = None
+    mrr: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
+    activated_at: OptionalTimestamp = None
+    health_score: Annotated[float, Field(ge=0, le=100)] | None = None
+
+
+class DepartmentProperties(_Model):
+    department: Name | None = None
+
+
+class GateProperties(_Model):
+    feature: Name
+    required_plan: Name | None = None
+
+
+class InviteProperties(_Model):
+    invitee: Name
+
+
+class UsageProperties(_Model):
+    meter: Name
+    quantity: Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
+
+
+class ExternalProperties(_Model):
+    kind: Literal["champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"]
+    detail: dict[str, Any] | None = None
+
+
+class _Event(_Model):
+    event_id: Id
+    account_id: Id
+    user_id: Name | None = None
+    timestamp: Timestamp
+
+
+class AccountUpdated(_Event):
+    type: Literal["account_updated"]
+    properties: AccountProperties = AccountProperties()
+
+
+class SeatAssigned(_Event):
+    type: Literal["seat_assigned"]
+    user_id: Name
+    properties: DepartmentProperties = DepartmentProperties()
+
+
+class SeatRemoved(_Event):
+    type: Literal["seat_removed"]
+    user_id: Name
+    properties: DepartmentProperties = DepartmentProperties()
+
+
+class UserActive(_Event):
+    type: Literal["user_active"]
+    user_id: Name
+    properties: DepartmentProperties = DepartmentProperties()
+
+
+class FeatureGateHit(_Event):
+    type: Literal["feature_gate_hit"]
+    user_id: Name
+    properties: GateProperties
+
+
+class InviteSent(_Event):
+    type: Literal["invite_sent"]
+    user_id: Name
+    properties: InviteProperties
+
+
+class InviteAccepted(_Event):
+    type: Literal["invite_accepted"]
+    properties: InviteProperties
+
+
+class UsageRecorded(_Event):
+    type: Literal["usage_recorded"]
+    properties: UsageProperties
+
+
+class ExternalSignal(_Event):
+    type: Literal["external_signal"]
+    properties: ExternalProperties
+
+
+Event = (
+    AccountUpdated
+    | SeatAssigned
+    | SeatRemoved
+    | UserActive
+    | FeatureGateHit
+    | InviteSent
+    | InviteAccepted
+    | UsageRecorded
+    | ExternalSignal
+)
+EVENT_TYPES = (
+    "account_updated",
+    "seat_assigned",
+    "seat_removed",
+    "user_active",
+    "feature_gate_hit",
+    "invite_sent",
+    "invite_accepted",
+    "usage_recorded",
+    "external_signal",
+)
+_event_adapter: TypeAdapter[Event] = TypeAdapter(
+    Annotated[Event, Field(discriminator="type")]  # type: ignore[arg-type]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An input the detector cannot use, and why; `raw` is the rejected bytes."""
+
+    reason: str
+    detail: str
+    raw: bytes
+    index: int | None = None  # position in a batch envelope; None for the whole message
+
+
+@dataclass(slots=True)
+class Decoded:
+    """Valid events in input order, each beside the JSON object it came from."""
+
+    events: list[Event] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def _reason(error: ValidationError) -> tuple[str, str]:
+    first = error.errors(include_url=False)[0]
+    kind = first["type"]
+    where = ".".join(str(part) for part in first["loc"]) or "event"
+    if kind == "union_tag_invalid":
+        return "unknown_type", f"unknown event type: {str(first['input'].get('type'))[:64]}"
+    if kind == "timestamp" or any(
+        "timestamp" in str(err["type"]) for err in error.errors(include_url=False)
+    ):
+        timestamp_error = next(
+            err for err in error.errors(include_url=False) if "timestamp" in str(err["type"])
+        )
+        where = ".".join(str(p) for p in timestamp_error["loc"])
+        return "timestamp", f"{where}: {timestamp_error['msg']}"
+    if kind == "union_tag_not_found":
+        return "schema", "type: field required"
+    return "schema", f"{where}: {first['msg']}"
+
+
+def validate_event(obj: Any) -> Event:
+    """Validate one parsed JSON value as an event; raises ValidationError."""
+    return _event_adapter.validate_python(obj)
+
+
+def _decode_one(obj: Any, index: int | None) -> Event | Rejection:
+    if not isinstance(obj, dict):
+        raw = orjson.dumps(obj)
+        return Rejection("schema", f"event must be a JSON object, not {type(obj).__name__}", raw, index)
+    try:
+        return validate_event(obj)
+    except ValidationError as error:
+        reason, detail = _reason(error)
+        return Rejection(reason, detail, orjson.dumps(obj), index)
+
+
+def decode(
+    raw: bytes | None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
+    max_batch: int = MAX_BATCH_EVENTS,
+) -> Decoded:
+    """Turn one Kafka value (an event or a batch envelope) into events and rejections."""
+    out = Decoded()
+    raw = raw or b""
+    if len(raw) > max_bytes:
+        out.rejections.append(
+            Rejection("too_large", f"message is {len(raw)} bytes; the limit is {max_bytes}", raw)
+        )
+        return out
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        out.rejections.append(Rejection("not_json", str(error)[:200], raw))
+        return out
+    if isinstance(parsed, dict) and "events" in parsed and "type" not in parsed:
+        batch = parsed["events"]
+        if not isinstance(batch, list) or not 1 <= len(batch) <= max_batch:
+            size = len(batch) if isinstance(batch, list) else type(batch).__name__
+            out.rejections.append(
+                Rejection("schema", f"events must be a list of 1..{max_batch} events, got {size}", raw)
+            )
+            return out
+        for index, obj in enumerate(batch):
+            result = _decode_one(obj, index)
+            if isinstance(result, Rejection):
+                out.rejections.append(result)
+            else:
+                out.events.append(result)
+                out.sources.append(obj)
+        return out
+    result = _decode_one(parsed, None)
+    if isinstance(result, Rejection):
+        out.rejections.append(Rejection(result.reason, result.detail, raw))
+    else:
+        out.events.append(result)
+        out.sources.append(parsed)
+    return out
+
+
+def encode_batch(sources: list[dict[str, Any]]) -> bytes:
+    """Serialize original event objects as a batch envelope."""
+    return orjson.dumps({"events": sources})
+
+
+def format_time(seconds: float) -> str:
+    """RFC 3339 in UTC with a Z suffix and millisecond precision."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
