@@ -205,7 +205,7 @@ class Decoded:
 def _reason(error: ValidationError) -> tuple[str, str]:
     first = error.errors(include_url=False)[0]
     kind = first["type"]
-    where = ".".join(str(part) for part in first["loc"]) or "event"
+    where = ".".join(str(part) for part in first["loc"][1:]) or "event"
     if kind == "union_tag_invalid":
         return "unknown_type", f"unknown event type: {str(first['input'].get('type'))[:64]}"
     if kind == "timestamp" or any(
@@ -214,7 +214,7 @@ def _reason(error: ValidationError) -> tuple[str, str]:
         timestamp_error = next(
             err for err in error.errors(include_url=False) if "timestamp" in str(err["type"])
         )
-        where = ".".join(str(p) for p in timestamp_error["loc"])
+        where = ".".join(str(p) for p in timestamp_error["loc"][1:]) or "timestamp"
         return "timestamp", f"{where}: {timestamp_error['msg']}"
     if kind == "union_tag_not_found":
         return "schema", "type: field required"

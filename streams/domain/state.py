@@ -1,0 +1,285 @@
+"""Per-account state: a compact value of plan, limits, seats, usage and day-bucketed activity."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from streams.events import (
+    AccountUpdated,
+    Event,
+    FeatureGateHit,
+    InviteSent,
+    SeatAssigned,
+    SeatRemoved,
+    UsageRecorded,
+    UserActive,
+)
+
+DAY = 86_400.0
+# How many days of per-user activity are kept: enough for the longest window
+# (30 days) plus the churn gate's two back-to-back windows (2 x 30 at most).
+HISTORY_DAYS = 64
+
+
+def day_of(seconds: float) -> int:
+    """UTC date of an event time, as days since the epoch."""
+    return int(seconds // DAY)
+
+
+def month_of(seconds: float) -> int:
+    """UTC calendar month of an event time, as year * 12 + month - 1."""
+    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return moment.year * 12 + moment.month - 1
+
+
+def month_start(month: int) -> float:
+    return datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC).timestamp()
+
+
+def event_key(event_id: str) -> int:
+    """A stable 64-bit key for an event_id, so the dedup memory stays small."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
+
+
+class AccountState:
+    """Everything the detector remembers about one account, as one compact value.
+
+    Activity is kept per user as (last active day, bit mask of the days before it),
+    gate hits and invites as per-day counts, usage per meter for the current month.
+    """
+
+    __slots__ = (
+        "account_id",
+        "now",
+        "plan",
+        "seat_limit",
+        "usage_limits",
+        "segment",
+        "mrr",
+        "activated_at",
+        "health_score",
+        "seats",
+        "users",
+        "departments",
+        "usage",
+        "gate_features",
+        "gate_users",
+        "gate_hits",
+        "invites",
+        "seen",
+        "saturated_since",
+        "triggers",
+        "primary",
+        "pruned_day",
+    )
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        self.now: float | None = None  # latest event time seen: the account's clock
+        self.plan: str | None = None
+        self.seat_limit: int | None = None
+        self.usage_limits: dict[str, float] = {}
+        self.segment: str | None = None
+        self.mrr: float | None = None
+        self.activated_at: float | None = None
+        self.health_score: float | None = None
+        self.seats: set[str] = set()
+        self.users: dict[str, list[Any]] = {}  # user -> [last_day, day_mask, department]
+        self.departments: dict[str, float] = {}  # department -> first seen (event time)
+        self.usage: dict[str, list[float]] = {}  # meter -> [month, quantity]
+        self.gate_features: dict[str, int] = {}  # feature -> last day hit
+        self.gate_users: dict[str, int] = {}  # user -> last day with a gate hit
+        self.gate_hits: dict[int, int] = {}  # day -> gate hits
+        self.invites: dict[int, int] = {}  # day -> invites sent
+        self.seen: dict[int, float] = {}  # event_key -> event time, for dedup
+        self.saturated_since: float | None = None
+        # trigger -> [published level, published at, [logged "level|reason", ...]]
+        self.triggers: dict[str, list[Any]] = {}
+        self.primary: list[Any] | None = None  # [signal dict, detected at (event time)]
+        self.pruned_day = 0
+
+    # -- applying events -------------------------------------------------
+
+    def apply(self, event: Event, saturation_floor: float) -> None:
+        """Fold one accepted (not duplicate) event into the state.
+
+        saturation_floor is the lowest seat_saturation level: the ratio from which
+        the time the account has stayed saturated is measured.
+        """
+        ts = event.timestamp
+        day = day_of(ts)
+        if self.now is None or ts > self.now:
+            self.now = ts
+        if isinstance(event, AccountUpdated):
+            self._update_account(event)
+        elif isinstance(event, UsageRecorded):
+            self._record_usage(event.properties.meter, event.properties.quantity, ts)
+        elif isinstance(event, SeatAssigned):
+            self.seats.add(event.user_id)
+        elif isinstance(event, SeatRemoved):
+            self.seats.discard(event.user_id)
+        elif isinstance(event, FeatureGateHit):
+            feature = event.properties.feature
+            self.gate_features[feature] = max(day, self.gate_features.get(feature, day))
+            self.gate_users[event.user_id] = max(day, self.gate_users.get(event.user_id, day))
+            self.gate_hits[day] = self.gate_hits.get(day, 0) + 1
+        elif isinstance(event, InviteSent):
+            self.invites[day] = self.invites.get(day, 0) + 1
+        if event.user_id is not None:
+            department = None
+            if isinstance(event, SeatAssigned | SeatRemoved | UserActive):
+                department = event.properties.department
+            self._mark_active(event.user_id, day, department, ts)
+        self._track_saturation(ts, saturation_floor)
+        today = day_of(self.now)
+        if today > self.pruned_day:
+            self._prune(today)
+
+    def _update_account(self, event: AccountUpdated) -> None:
+        props = event.properties
+        for name in props.model_fields_set:
+            value = getattr(props, name)
+            if name == "usage_limits":
+                value = dict(value or {})
+            setattr(self, name, value)
+
+    def _record_usage(self, meter: str, quantity: float, ts: float) -> None:
+        month = month_of(ts)
+        current = self.usage.get(meter)
+        if current is None or month > current[0]:
+            self.usage[meter] = [month, quantity]
+        elif month == current[0]:
+            current[1] += quantity
+        # usage of a month already closed is not kept
+
+    def _mark_active(self, user: str, day: int, department: str | None, ts: float) -> None:
+        record = self.users.get(user)
+        if record is None:
+            record = self.users[user] = [day, 1, department]
+        else:
+            last_day = record[0]
+            if day > last_day:
+                record[1] = ((record[1] << (day - last_day)) | 1) & ((1 << HISTORY_DAYS) - 1)
+                record[0] = day
+            elif last_day - day < HISTORY_DAYS:
+                record[1] |= 1 << (last_day - day)
+            if department is not None:
+                record[2] = department
+        if department is not None:
+            first = self.departments.get(department)
+            if first is None or ts < first:
+                self.departments[department] = ts
+
+    def _track_saturation(self, ts: float, floor: float) -> None:
+        if self.seat_limit and len(self.seats) / self.seat_limit >= floor:
+            if self.saturated_since is None:
+                self.saturated_since = ts
+        else:
+            self.saturated_since = None
+
+    def _prune(self, today: int) -> None:
+        oldest = today - HISTORY_DAYS
+        self.users = {u: r for u, r in self.users.items() if r[0] > oldest}
+        self.gate_features = {f: d for f, d in self.gate_features.items() if d > oldest}
+        self.gate_users = {u: d for u, d in self.gate_users.items() if d > oldest}
+        self.gate_hits = {d: n for d, n in self.gate_hits.items() if d > oldest}
+        self.invites = {d: n for d, n in self.invites.items() if d > oldest}
+        self.pruned_day = today
+
+    def forget_seen_before(self, cutoff: float) -> None:
+        if self.seen and min(self.seen.values()) < cutoff:
+            self.seen = {k: t for k, t in self.seen.items() if t >= cutoff}
+
+    # -- window queries ----------------------------------------------------
+
+    @property
+    def today(self) -> int:
+        return day_of(self.now) if self.now is not None else 0
+
+    def active_days(self, record: list[Any], first_day: int, last_day: int) -> int:
+        """Days from first_day to last_day (inclusive) on which the user had an event."""
+        user_last = record[0]
+        if user_last < first_day:
+            return 0
+        mask = record[1] >> max(0, user_last - last_day)
+        span = min(user_last, last_day) - first_day + 1
+        return (mask & ((1 << span) - 1)).bit_count()
+
+    def active_users(self, first_day: int, last_day: int) -> int:
+        return sum(
+            1 for record in self.users.values() if self.active_days(record, first_day, last_day)
+        )
+
+    def window_sum(self, counts: dict[int, int], days: int) -> int:
+        first = self.today - days + 1
+        return sum(n for day, n in counts.items() if first <= day <= self.today)
+
+    # -- serialization -------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            [
+                1,
+                self.account_id,
+                self.now,
+                self.plan,
+                self.seat_limit,
+                self.usage_limits,
+                self.segment,
+                self.mrr,
+                self.activated_at,
+                self.health_score,
+                sorted(self.seats),
+                self.users,
+                self.departments,
+                self.usage,
+                self.gate_features,
+                self.gate_users,
+                list(self.gate_hits.items()),
+                list(self.invites.items()),
+                list(self.seen.items()),
+                self.saturated_since,
+                self.triggers,
+                self.primary,
+                self.pruned_day,
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AccountState:
+        values = orjson.loads(data)
+        if values[0] != 1:
+            raise ValueError(f"unknown account state version {values[0]}")
+        state = cls(values[1])
+        (
+            state.now,
+            state.plan,
+            state.seat_limit,
+            state.usage_limits,
+            state.segment,
+            state.mrr,
+            state.activated_at,
+            state.health_score,
+            seats,
+            state.users,
+            state.departments,
+            state.usage,
+            state.gate_features,
+            state.gate_users,
+            gate_hits,
+            invites,
+            seen,
+            state.saturated_since,
+            state.triggers,
+            state.primary,
+            state.pruned_day,
+        ) = values[2:]
+        state.seats = set(seats)
+        state.gate_hits = dict(map(tuple, gate_hits))
+        state.invites = dict(map(tuple, invites))
+        state.seen = dict(map(tuple, seen))
+        return state
