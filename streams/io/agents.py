@@ -1,0 +1,157 @@
+"""The Faust agent: decode -> route to the account's partition -> table state -> decide -> send."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+
+from streams.domain.decide import Detector, Outcome
+from streams.domain.state import AccountState
+from streams.events import Event, Rejection, decode, encode_batch
+from streams.io import metrics
+from streams.io.ledger import Ledger
+from streams.io.topics import partition_for
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def dlq_record(rejection: Rejection, message: Any) -> bytes:
+    """The DLQ value of the contract: the rejected bytes and why, with the source position."""
+    try:
+        raw, encoding = rejection.raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        raw, encoding = base64.b64encode(rejection.raw).decode("ascii"), "base64"
+    return orjson.dumps(
+        {
+            "reason": rejection.reason,
+            "detail": rejection.detail,
+            "topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "index": rejection.index,
+            "raw": raw,
+            "raw_encoding": encoding,
+        }
+    )
+
+
+def wall_clock() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Pipeline:
+    """Processes one input message at a time; the account table is the only state."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, detector: Detector, ledger: Ledger
+    ) -> None:
+        self.settings = settings
+        self.detector = detector
+        self.ledger = ledger
+        self.partitions = settings.topic_partitions
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.inputs = app.topic(settings.topic_events, settings.repartition_topic, **raw)
+        self.repartition = app.topic(settings.repartition_topic, **raw)
+        self.signals = app.topic(settings.topic_signals, **raw)
+        self.decisions = app.topic(settings.topic_decisions, **raw)
+        self.dlq = app.topic(settings.topic_dlq, **raw)
+        self.accounts = app.Table(
+            "accounts",
+            default=None,
+            partitions=self.partitions,
+            schema=faust.Schema(
+                key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            ),
+            help="Each account's state as one compact value (streams.domain.state)",
+        )
+
+    async def on_message(self, message: Any, key: bytes | None, value: bytes | None) -> None:
+        """Decode one message and process each account's events where its state lives."""
+        decoded = decode(value)
+        for rejection in decoded.rejections:
+            metrics.REJECTED.labels(rejection.reason).inc()
+            await self.dlq.send(key=key, value=dlq_record(rejection, message))
+        by_account: dict[str, tuple[list[Event], list[dict[str, Any]]]] = {}
+        for event, source in zip(decoded.events, decoded.sources, strict=True):
+            events, sources = by_account.setdefault(event.account_id, ([], []))
+            events.append(event)
+            sources.append(source)
+        for account, (events, sources) in by_account.items():
+            account_key = account.encode()
+            home = partition_for(account_key, self.partitions)
+            if message.topic != self.settings.repartition_topic and home != message.partition:
+                metrics.REPARTITIONED.inc(len(events))
+                await self.repartition.send(
+                    key=account_key, value=encode_batch(sources), partition=home
+                )
+                continue
+            await self.process_account(account, events, message.timestamp)
+
+    async def process_account(self, account: str, events: list[Event], sent_at: float) -> None:
+        """Apply an account's events in order, publish what they lead to, then save state."""
+        account_key = account.encode()
+        stored = self.accounts.get(account_key)
+        state = AccountState.from_bytes(stored) if stored else AccountState(account)
+        outcomes: list[Outcome] = []
+        for event in events:
+            outcome = self.detector.apply(state, event)
+            outcomes.append(outcome)
+            if outcome.duplicate:
+                metrics.DUPLICATES.inc()
+            else:
+                metrics.EVENTS.labels(event.type).inc()
+                if outcome.late:
+                    metrics.LATE.inc()
+        await self.publish(account_key, outcomes, sent_at)
+        # Saved only after the signals are on the broker: state that says "published"
+        # never survives a crash that lost the signal.
+        self.accounts[account_key] = state.to_bytes()
+
+    async def publish(self, account_key: bytes, outcomes: list[Outcome], sent_at: float) -> None:
+        deliveries: list[tuple[dict[str, Any], Awaitable[Any]]] = []
+        serving = None
+        for outcome in outcomes:
+            for decision in outcome.decisions:
+                metrics.DECISIONS.labels(decision["reason"]).inc()
+                await self.decisions.send(key=account_key, value=orjson.dumps(decision))
+            for signal in outcome.signals:
+                if await self.ledger.published(signal["signal_id"]):
+                    metrics.SIGNALS_DEDUPLICATED.inc()
+                    continue
+                signal = {**signal, "emitted_at": wall_clock()}
+                sent = await self.signals.send(key=account_key, value=orjson.dumps(signal))
+                deliveries.append((signal, sent))
+            serving = outcome.serving or serving
+        for signal, sent in deliveries:
+            await sent
+            await self.ledger.mark_published(signal["signal_id"])
+            metrics.SIGNALS.labels(signal["trigger"], signal["route"]).inc()
+            metrics.LATENCY.observe(max(0.0, time.time() - sent_at))
+            log.info(
+                "signal %s account=%s trigger=%s level=%g route=%s score=%d",
+                signal["signal_id"],
+                signal["account_id"],
+                signal["trigger"],
+                signal["level"],
+                signal["route"],
+                signal["score"],
+            )
+        if serving is not None:
+            await self.ledger.serve(serving)
+
+
+def register(app: faust.App, pipeline: Pipeline) -> None:
+    """Attach the detector agent to the app."""
+
+    @app.agent(pipeline.inputs, name="detector")
+    async def detect(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.on_message(event.message, event.key, event.value)

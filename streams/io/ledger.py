@@ -1,0 +1,99 @@
+"""Redis: the publish ledger (no signal_id published twice) and the serving view."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.io import metrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+LEDGER_TTL_SECONDS = 90 * 86_400  # longer than any cooldown or replay horizon
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class Ledger:
+    """What was published, and the current primary signal per account, in Redis.
+
+    Keys (under the prefix): `ledger:<signal_id>` marks a published signal;
+    `primary:<account_id>` holds the account's primary signal as JSON, with its
+    co-signals; the sorted set `accounts_by_score` ranks accounts by that score.
+    Every operation retries while Redis is unreachable: processing waits, nothing is lost.
+    """
+
+    def __init__(self, url: str, prefix: str, retry_max_seconds: float = 5.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.retry_max_seconds = retry_max_seconds
+        self.redis = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        self.reachable = True
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        delay = 0.25
+        while True:
+            try:
+                result = await operation()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                metrics.REDIS_ERRORS.inc()
+                metrics.REDIS_UP.set(0)
+                if self.reachable:
+                    log.warning(
+                        "Redis unreachable at %s (%s); retrying until it answers",
+                        redacted(self.url),
+                        error.__class__.__name__,
+                    )
+                self.reachable = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+                continue
+            if not self.reachable:
+                log.warning("Redis reachable again at %s", redacted(self.url))
+            self.reachable = True
+            metrics.REDIS_UP.set(1)
+            return result
+
+    async def ping(self) -> bool:
+        """True when Redis answers now (no retry): for readiness checks."""
+        try:
+            return bool(await self.redis.ping())
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return False
+
+    async def published(self, signal_id: str) -> bool:
+        key = f"{self.prefix}ledger:{signal_id}"
+        return bool(await self._retrying(lambda: self.redis.exists(key)))
+
+    async def mark_published(self, signal_id: str) -> None:
+        key = f"{self.prefix}ledger:{signal_id}"
+        await self._retrying(lambda: self.redis.set(key, 1, ex=LEDGER_TTL_SECONDS))
+
+    async def serve(self, primary: dict[str, Any]) -> None:
+        """Make `primary` the account's current signal in the serving view."""
+        account = primary["account_id"]
+
+        async def write() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(f"{self.prefix}primary:{account}", orjson.dumps(primary))
+            pipe.zadd(f"{self.prefix}accounts_by_score", {account: primary["score"]})
+            await pipe.execute()
+
+        await self._retrying(write)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
