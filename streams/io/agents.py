@@ -67,9 +67,8 @@ class Pipeline:
             "accounts",
             default=None,
             partitions=self.partitions,
-            schema=faust.Schema(
-                key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-            ),
+            key_type=bytes,  # bytes types make Faust use the raw codec, in and out
+            value_type=bytes,
             help="Each account's state as one compact value (streams.domain.state)",
         )
 

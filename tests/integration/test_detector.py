@@ -1,0 +1,240 @@
+"""The real worker, as a separate process, against the real broker and Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from itertools import count
+from typing import Any
+
+import orjson
+import redis
+
+from streams.io.topics import partition_for
+from streams.settings import ROOT
+from streams.signals import Decision, ExpansionSignal, signal_id
+
+_ids = count(1)
+
+
+def event(type_: str, account: str, timestamp: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": fields.pop("event_id", f"ev-{next(_ids)}"),
+        "type": type_,
+        "account_id": account,
+        "timestamp": timestamp,
+        **fields,
+    }
+
+
+def healthy_account(account: str, seat_limit: int = 10, mrr: float = 4000) -> dict[str, Any]:
+    """An activated, healthy mid-market account with a seat limit and an API meter."""
+    return event(
+        "account_updated",
+        account,
+        "2026-03-01T00:00:00Z",
+        properties={
+            "plan": "team",
+            "seat_limit": seat_limit,
+            "usage_limits": {"api_calls": 1000},
+            "segment": "mid_market",
+            "mrr": mrr,
+            "activated_at": "2025-06-01T00:00:00Z",
+            "health_score": 90,
+        },
+    )
+
+
+def seats(account: str, n: int, day: str = "2026-03-02", first: int = 0) -> list[dict[str, Any]]:
+    return [
+        event(
+            "seat_assigned",
+            account,
+            f"{day}T10:{first + i:02d}:00Z",
+            user_id=f"{account}-u{first + i}",
+            properties={"department": "engineering"},
+        )
+        for i in range(n)
+    ]
+
+
+def values(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [orjson.loads(r["value"]) for r in records]
+
+
+def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_url):
+    worker = worker_factory()
+    env = worker.env
+    topic = env["TOPIC_EVENTS"]
+    acme, fresh = "acme", "fresh-startup"
+    # acme: 10 of 10 seats -> seat_saturation 1.0 at once; then 90 % of the API limit ->
+    # usage_ceiling, which outranks it and supersedes it.
+    acme_seats = seats(acme, 10)
+    kafka_io.produce(topic, orjson.dumps({"events": [healthy_account(acme), *acme_seats[:4]]}), acme.encode())
+    kafka_io.produce(topic, b"{not json", key=acme.encode())
+    bad_batch = {
+        "events": [
+            *acme_seats[4:7],
+            event("seat_bought", acme, "2026-03-02T10:07:00Z"),
+            event("user_active", acme, "2026-03-02", user_id="x"),
+            *acme_seats[7:],
+        ]
+    }
+    kafka_io.produce(topic, orjson.dumps(bad_batch), key=acme.encode())
+    # a producer retry: the same event again
+    kafka_io.produce(topic, orjson.dumps(acme_seats[5]), key=acme.encode())
+    usage = event(
+        "usage_recorded",
+        acme,
+        "2026-03-03T09:00:00Z",
+        properties={"meter": "api_calls", "quantity": 900},
+    )
+    kafka_io.produce(topic, orjson.dumps(usage), key=acme.encode())
+    # fresh-startup is not activated: its saturation is gated, not published.
+    not_activated = healthy_account(fresh, seat_limit=2)
+    not_activated["properties"]["activated_at"] = None
+    kafka_io.produce(
+        topic, orjson.dumps({"events": [not_activated, *seats(fresh, 2)]}), key=fresh.encode()
+    )
+
+    signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 2, timeout=45))
+    decisions = values(
+        kafka_io.consume(
+            env["TOPIC_DECISIONS"],
+            lambda r: any(orjson.loads(x["value"])["account_id"] == fresh for x in r),
+        )
+    )
+    dlq = values(kafka_io.consume(env["TOPIC_DLQ"], lambda r: len(r) >= 3))
+
+    assert [(s["trigger"], s["level"], s["route"], s["signal_stack"]) for s in signals] == [
+        ("seat_saturation", 1.0, "csm", 1),
+        ("usage_ceiling", 0.8, "csm", 2),
+    ]
+    saturation, ceiling = signals
+    for s in signals:
+        ExpansionSignal.model_validate(s)
+        assert s["account_id"] == acme and s["emitted_at"]
+    assert saturation["evidence"]["seats_in_use"] == 10  # the duplicate seat counted once
+    assert saturation["estimated_expansion_mrr"] == 600.0  # 4000 x 0.15
+    assert saturation["signal_id"] == signal_id(acme, "seat_saturation", 1.0, saturation["source_event_id"])
+    assert ceiling["supersedes"] == saturation["signal_id"]
+    assert ceiling["co_signals"] == ["seat_saturation"]
+    assert ceiling["source_event_id"] == usage["event_id"]
+    assert ceiling["detected_at"] == "2026-03-03T09:00:00.000Z"
+    assert ceiling["evidence"]["ratio"] == 0.9
+
+    gated = [d for d in decisions if d["account_id"] == fresh]
+    assert [(d["trigger"], d["reason"]) for d in gated] == [("seat_saturation", "gated_not_activated")]
+    for d in decisions:
+        Decision.model_validate(d)
+
+    assert sorted((d["reason"], d["index"]) for d in dlq) == [
+        ("not_json", None),
+        ("timestamp", 4),
+        ("unknown_type", 3),
+    ]
+    for d in dlq:
+        assert d["topic"] == topic and d["partition"] == partition_for(acme.encode(), 4)
+        assert isinstance(d["offset"], int) and d["raw"]
+    assert next(d for d in dlq if d["reason"] == "not_json")["raw"] == "{not json"
+
+    store = redis.Redis.from_url(redis_url)
+    prefix = env["REDIS_PREFIX"]
+    primary = orjson.loads(store.get(f"{prefix}primary:{acme}"))
+    assert (primary["signal_id"], primary["co_signals"]) == (ceiling["signal_id"], ["seat_saturation"])
+    assert store.zscore(f"{prefix}accounts_by_score", acme) == ceiling["score"]
+    assert store.exists(f"{prefix}ledger:{ceiling['signal_id']}")
+    assert store.get(f"{prefix}primary:{fresh}") is None
+
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as answer:
+        exposition = answer.read().decode()
+    for line in (
+        'expansion_events_total{type="seat_assigned"} 12.0',
+        "expansion_events_duplicate_total 1.0",
+        'expansion_events_rejected_total{reason="not_json"} 1.0',
+        'expansion_signals_total{route="csm",trigger="usage_ceiling"} 1.0',
+        'expansion_decisions_total{reason="gated_not_activated"} 1.0',
+        "expansion_signal_latency_seconds_count 2.0",
+    ):
+        assert line in exposition
+
+
+def test_events_on_other_partitions_reach_their_accounts_state(worker_factory, kafka_io):
+    worker = worker_factory()
+    env = worker.env
+    accounts = ["north", "south", "east", "west"]
+    # One message mixing four accounts, keyed by none of them: each account's events are
+    # forwarded to its own partition and fire there.
+    mixed = [e for a in accounts for e in [healthy_account(a, seat_limit=3), *seats(a, 3)]]
+    kafka_io.produce(env["TOPIC_EVENTS"], orjson.dumps({"events": mixed}), key=b"bulk-import")
+    signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 4, timeout=45))
+    assert sorted((s["account_id"], s["trigger"], s["level"]) for s in signals) == [
+        (a, "seat_saturation", 1.0) for a in sorted(accounts)
+    ]
+    records = kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 4)
+    for record in records:
+        assert record["partition"] == partition_for(record["key"], 4)
+
+
+def test_state_survives_a_restart_through_the_changelog(worker_factory, kafka_io):
+    first = worker_factory()
+    env = first.env
+    topic = env["TOPIC_EVENTS"]
+    # 9 of 10 seats: 0.9, which must be sustained for 14 days before it fires.
+    kafka_io.produce(topic, orjson.dumps({"events": [healthy_account("keep"), *seats("keep", 9)]}), b"keep")
+    assert kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: False, timeout=4) == []
+    assert first.stop() == 0
+
+    second = worker_factory(like=first)
+    kafka_io.produce(topic, orjson.dumps(seats("keep", 1, day="2026-03-05", first=9)[0]), b"keep")
+    signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 1, timeout=45))
+    assert [(s["trigger"], s["level"], s["evidence"]["seats_in_use"]) for s in signals] == [
+        ("seat_saturation", 1.0, 10)
+    ], second.log_tail()
+
+
+def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kafka_io):
+    first = worker_factory()
+    env = first.env
+    kafka_io.produce(
+        env["TOPIC_EVENTS"],
+        orjson.dumps({"events": [healthy_account("again", seat_limit=2), *seats("again", 2)]}),
+        b"again",
+    )
+    assert len(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 1, timeout=45)) == 1
+    first.stop()
+    # A new consumer group with empty state reads the whole input again, as after losing
+    # its offsets: the same signal fires with the same id and the ledger holds it back.
+    replay = worker_factory(like=first, APP_ID=env["APP_ID"] + "-replay")
+    kafka_io.produce(
+        env["TOPIC_EVENTS"],
+        orjson.dumps(event("external_signal", "again", "2026-03-03T00:00:00Z",
+                           properties={"kind": "funding_round"})),
+        b"again",
+    )
+    decisions = kafka_io.consume(
+        env["TOPIC_DECISIONS"], lambda r: any(b"company_growth" in x["value"] for x in r)
+    )
+    assert decisions, replay.log_tail()
+    signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 2, timeout=5))
+    assert len(signals) == 1
+    with urllib.request.urlopen(f"{replay.url}/metrics", timeout=5) as answer:
+        assert "expansion_signals_deduplicated_total 1.0" in answer.read().decode()
+
+
+def test_a_bad_rules_file_stops_start_up_with_one_line_naming_the_field(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("defaults:\n  gates:\n    min_health_score: 150\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"],
+        cwd=ROOT,
+        env={"RULES_FILE": str(rules), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "defaults.gates.min_health_score" in lines[0]
