@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -26,21 +27,33 @@ LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
 REASONS = ("not_json", "schema", "unknown_type", "too_large", "timestamp")
 
+# RFC 3339 date-time (section 5.6; "T"/"Z" in either case, or a space as its note allows).
+# The offset is optional here only so that its absence gets its own message.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
 
 def parse_timestamp(value: Any) -> float:
     """Return epoch seconds for an RFC 3339 timestamp that carries an offset."""
     if not isinstance(value, str):
         raise PydanticCustomError("timestamp", "timestamp must be an RFC 3339 string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PydanticCustomError(
-            "timestamp", "not an RFC 3339 timestamp: {value}", {"value": value[:64]}
-        ) from None
-    if parsed.tzinfo is None:
+    not_rfc3339 = PydanticCustomError(
+        "timestamp", "not an RFC 3339 timestamp: {value}", {"value": value[:64]}
+    )
+    form = _RFC3339.fullmatch(value)
+    if form is None:
+        raise not_rfc3339
+    if form["offset"] is None:
         raise PydanticCustomError(
             "timestamp", "timestamp has no UTC offset: {value}", {"value": value[:64]}
         )
+    try:
+        # fromisoformat checks the ranges the pattern lets through (month 13, February 30)
+        parsed = datetime.fromisoformat(value.upper().replace(" ", "T"))
+    except ValueError:
+        raise not_rfc3339 from None
     seconds = parsed.timestamp()
     if not EARLIEST <= seconds < LATEST:
         raise PydanticCustomError(
@@ -229,7 +242,9 @@ def validate_event(obj: Any) -> Event:
 def _decode_one(obj: Any, index: int | None) -> Event | Rejection:
     if not isinstance(obj, dict):
         raw = orjson.dumps(obj)
-        return Rejection("schema", f"event must be a JSON object, not {type(obj).__name__}", raw, index)
+        return Rejection(
+            "schema", f"event must be a JSON object, not {type(obj).__name__}", raw, index
+        )
     try:
         return validate_event(obj)
     except ValidationError as error:
@@ -260,7 +275,9 @@ def decode(
         if not isinstance(batch, list) or not 1 <= len(batch) <= max_batch:
             size = len(batch) if isinstance(batch, list) else type(batch).__name__
             out.rejections.append(
-                Rejection("schema", f"events must be a list of 1..{max_batch} events, got {size}", raw)
+                Rejection(
+                    "schema", f"events must be a list of 1..{max_batch} events, got {size}", raw
+                )
             )
             return out
         for index, obj in enumerate(batch):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SEGMENTS = ("smb", "mid_market", "enterprise")
 TRIGGERS = (
@@ -33,10 +33,14 @@ EXPANSION_TYPE = {
 }
 
 Days = Annotated[int, Field(ge=1, le=365)]
+# A window counted over the account state's day-bucketed activity, which keeps 64 days.
+WindowDays = Annotated[int, Field(ge=1, le=60)]
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
 Ratio = Annotated[float, Field(gt=0, le=10)]
 Money = Annotated[float, Field(ge=0)]
-ExternalKind = Literal["champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"]
+ExternalKind = Literal[
+    "champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"
+]
 
 
 class RulesError(ValueError):
@@ -53,55 +57,49 @@ def _ascending(levels: list[float]) -> list[float]:
     return levels
 
 
+# Validated as fields, not models, so that an error's path ends in `.levels`.
+AscendingLevels = Annotated[list[Ratio], AfterValidator(_ascending)]
+
+
 class UsageCeiling(_Strict):
     enabled: bool = True
-    levels: list[Ratio] = [0.8, 1.0]
+    levels: AscendingLevels = [0.8, 1.0]
     projection_days: Days = 14
     projection_min_days: Annotated[int, Field(ge=1, le=28)] = 7
-
-    @model_validator(mode="after")
-    def _levels(self) -> UsageCeiling:
-        _ascending(self.levels)
-        return self
 
 
 class SeatSaturation(_Strict):
     enabled: bool = True
-    levels: list[Ratio] = [0.8, 0.9, 1.0]
+    levels: AscendingLevels = [0.8, 0.9, 1.0]
     sustain_days: Days = 14
-
-    @model_validator(mode="after")
-    def _levels(self) -> SeatSaturation:
-        _ascending(self.levels)
-        return self
 
 
 class GatedFeatureDemand(_Strict):
     enabled: bool = True
     distinct_features: Count = 3
-    distinct_window_days: Days = 14
+    distinct_window_days: WindowDays = 14
     hits: Count = 10
-    hits_window_days: Days = 30
+    hits_window_days: WindowDays = 30
     hits_min_users: Count = 2
 
 
 class InviteSurge(_Strict):
     enabled: bool = True
     invites: Count = 5
-    window_days: Days = 30
+    window_days: WindowDays = 30
 
 
 class NewDepartment(_Strict):
     enabled: bool = True
     min_users: Count = 2
-    window_days: Days = 14
+    window_days: WindowDays = 14
     departments_known_days: Days = 30
 
 
 class PowerUserEmergence(_Strict):
     enabled: bool = True
     multiple_of_mean: Annotated[float, Field(gt=1, le=100)] = 2.0
-    window_days: Annotated[int, Field(ge=1, le=60)] = 30
+    window_days: WindowDays = 30
     min_active_users: Count = 3
     min_active_days: Count = 10
 
@@ -164,12 +162,13 @@ class SegmentRules(_Strict):
     routing: Routing = Routing()
     score: Score = Score()
 
-    @model_validator(mode="after")
-    def _priority_names_each_trigger_once(self) -> SegmentRules:
-        if sorted(self.priority) != sorted(TRIGGERS):
-            missing = sorted(set(TRIGGERS) - set(self.priority))
+    @field_validator("priority")
+    @classmethod
+    def _priority_names_each_trigger_once(cls, priority: list[str]) -> list[str]:
+        if sorted(priority) != sorted(TRIGGERS):
+            missing = sorted(set(TRIGGERS) - set(priority))
             raise ValueError(f"priority must list each trigger once (missing: {missing})")
-        return self
+        return priority
 
     def rank(self, trigger: str) -> int:
         """0 for the highest priority."""
@@ -208,10 +207,11 @@ def parse(data: Any, source: str = "rules") -> Rules:
     """Validate rules from parsed YAML; raise RulesError naming the bad field."""
     if not isinstance(data, dict):
         raise RulesError(f"{source}: the file must hold a mapping at the top level")
+    computed = sorted({"digest", "by_segment"} & set(data))
+    if computed:
+        raise RulesError(f"{source}: {computed[0]}: Extra inputs are not permitted")
     try:
-        shell = Rules.model_validate(
-            {k: v for k, v in data.items() if k not in ("digest", "by_segment")}
-        )
+        shell = Rules.model_validate(data)
     except ValidationError as error:
         raise RulesError(f"{source}: {_first_error(error, '')}") from None
     defaults = shell.defaults or {}

@@ -61,15 +61,13 @@ class Detector:
         rules = self.rules.for_segment(state.segment)
         ts = event.timestamp
         key = event_key(event.event_id)
-        seen_at = state.seen.get(key)
+        seen_at = state.seen_at(key)
         dedup_window = rules.dedup_window_hours * HOUR
         if seen_at is not None and abs(ts - seen_at) <= dedup_window:
             return Outcome(duplicate=True)
         previous_now = state.now
         state.apply(event, rules.triggers.seat_saturation.levels[0])
-        state.seen[key] = ts
-        assert state.now is not None
-        state.forget_seen_before(state.now - dedup_window)
+        state.remember(key, ts, dedup_window)
         if previous_now is not None and ts < previous_now - rules.late_allowance_hours * HOUR:
             return Outcome(late=True)
         # the event may have changed the segment, and with it the rules
@@ -83,8 +81,8 @@ class Detector:
         now = state.now
         assert now is not None
         fired_names = {f.trigger for f in fired}
-        for trigger, memory in state.triggers.items():
-            if trigger not in fired_names:
+        for name, memory in state.triggers.items():
+            if name not in fired_names:
                 memory[2] = []  # the condition ended: a later gate or suppression is news again
         if not fired:
             return outcome
@@ -119,7 +117,9 @@ class Detector:
         assert now is not None
         if state.activated_at is None or now - state.activated_at < gates.activation_days * DAY:
             return "gated_not_activated", {
-                "activated_at": None if state.activated_at is None else format_time(state.activated_at),
+                "activated_at": None
+                if state.activated_at is None
+                else format_time(state.activated_at),
                 "activation_days": gates.activation_days,
             }
         if state.health_score is not None and state.health_score < gates.min_health_score:
@@ -150,7 +150,9 @@ class Detector:
         supersedes: str | None,
     ) -> dict[str, Any]:
         stack = 1 + len(co_signals)
-        route, estimate, score = route_and_score(rules, fired.trigger, fired.level, state.mrr, stack)
+        route, estimate, score = route_and_score(
+            rules, fired.trigger, fired.level, state.mrr, stack
+        )
         return {
             "schema_version": 1,
             "signal_id": signal_id(state.account_id, fired.trigger, fired.level, event.event_id),
@@ -216,7 +218,10 @@ class Detector:
         """At most one primary per collision window; the others join it as co-signals."""
         now = state.now
         assert now is not None
-        if state.primary is not None and now - state.primary[1] >= rules.collision_window_days * DAY:
+        if (
+            state.primary is not None
+            and now - state.primary[1] >= rules.collision_window_days * DAY
+        ):
             state.primary = None
         first = candidates[0]
         current = state.primary[0] if state.primary is not None else None

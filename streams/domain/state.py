@@ -20,8 +20,8 @@ from streams.events import (
 )
 
 DAY = 86_400.0
-# How many days of per-user activity are kept: enough for the longest window
-# (30 days) plus the churn gate's two back-to-back windows (2 x 30 at most).
+# How many days of per-user activity are kept: enough for the longest window the
+# rules allow (60 days), and for the churn gate's two back-to-back windows (2 x 30).
 HISTORY_DAYS = 64
 
 
@@ -95,7 +95,8 @@ class AccountState:
         self.gate_users: dict[str, int] = {}  # user -> last day with a gate hit
         self.gate_hits: dict[int, int] = {}  # day -> gate hits
         self.invites: dict[int, int] = {}  # day -> invites sent
-        self.seen: dict[int, float] = {}  # event_key -> event time, for dedup
+        # event_key -> [event time, account time until which it is remembered], for dedup
+        self.seen: dict[int, list[float]] = {}
         self.saturated_since: float | None = None
         # trigger -> [published level, published at, [logged "level|reason", ...]]
         self.triggers: dict[str, list[Any]] = {}
@@ -188,11 +189,25 @@ class AccountState:
         self.gate_users = {u: d for u, d in self.gate_users.items() if d > oldest}
         self.gate_hits = {d: n for d, n in self.gate_hits.items() if d > oldest}
         self.invites = {d: n for d, n in self.invites.items() if d > oldest}
+        if self.now is not None:
+            self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
 
-    def forget_seen_before(self, cutoff: float) -> None:
-        if self.seen and min(self.seen.values()) < cutoff:
-            self.seen = {k: t for k, t in self.seen.items() if t >= cutoff}
+    def seen_at(self, key: int) -> float | None:
+        """Event time of the event with this key, while it is still remembered."""
+        entry = self.seen.get(key)
+        if entry is None or (self.now is not None and entry[1] < self.now):
+            return None
+        return entry[0]
+
+    def remember(self, key: int, ts: float, window: float) -> None:
+        """Remember an applied event for `window` seconds of the account's clock.
+
+        The window starts at now, not at the event's own time, so that a copy of an event
+        more than `window` late is still recognised. Expired entries go in the daily prune.
+        """
+        assert self.now is not None
+        self.seen[key] = [ts, max(ts, self.now) + window]
 
     # -- window queries ----------------------------------------------------
 

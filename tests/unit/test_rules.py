@@ -1,0 +1,320 @@
+"""The rules file: the shipped defaults, per-segment overrides, and errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scenario import RULES_FILE
+
+from streams.rules import TRIGGERS, RulesError, default_rules, load, parse
+
+CONTRACT_DEFAULTS: dict[str, Any] = {
+    "late_allowance_hours": 1,
+    "dedup_window_hours": 24,
+    "cooldown_days": 14,
+    "collision_window_days": 7,
+    "triggers": {
+        "usage_ceiling": {
+            "enabled": True,
+            "levels": [0.8, 1.0],
+            "projection_days": 14,
+            "projection_min_days": 7,
+        },
+        "seat_saturation": {"enabled": True, "levels": [0.8, 0.9, 1.0], "sustain_days": 14},
+        "gated_feature_demand": {
+            "enabled": True,
+            "distinct_features": 3,
+            "distinct_window_days": 14,
+            "hits": 10,
+            "hits_window_days": 30,
+            "hits_min_users": 2,
+        },
+        "invite_surge": {"enabled": True, "invites": 5, "window_days": 30},
+        "new_department": {
+            "enabled": True,
+            "min_users": 2,
+            "window_days": 14,
+            "departments_known_days": 30,
+        },
+        "power_user_emergence": {
+            "enabled": True,
+            "multiple_of_mean": 2,
+            "window_days": 30,
+            "min_active_users": 3,
+            "min_active_days": 10,
+        },
+        "relationship_change": {
+            "enabled": True,
+            "kinds": ["champion_promoted", "exec_sponsor_added"],
+        },
+        "company_growth": {"enabled": True, "kinds": ["funding_round", "headcount_growth"]},
+    },
+    "priority": [
+        "usage_ceiling",
+        "seat_saturation",
+        "new_department",
+        "gated_feature_demand",
+        "invite_surge",
+        "power_user_emergence",
+        "relationship_change",
+        "company_growth",
+    ],
+    "gates": {
+        "activation_days": 30,
+        "min_health_score": 75,
+        "churn_window_days": 14,
+        "churn_ratio": 0.7,
+    },
+    "routing": {
+        "expansion_share": {"seat": 0.15, "capacity": 0.30, "tier": 0.40, "cross_department": 0.75},
+        "sales_min_signal_stack": 4,
+        "sales_min_estimate": 2000,
+        "csm_min_estimate": 500,
+    },
+    "score": {"level": 50, "priority": 30, "stack": 10},
+}
+SEGMENT_GATES = {
+    "smb": {"activation_days": 30, "min_health_score": 75},
+    "mid_market": {"activation_days": 45, "min_health_score": 80},
+    "enterprise": {"activation_days": 60, "min_health_score": 85},
+}
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(RulesError) as raised:
+        parse(data)
+    return str(raised.value)
+
+
+# -- the shipped file ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("segment", ["smb", "mid_market", "enterprise"])
+def test_shipped_rules_are_the_contract_defaults_for_each_segment(segment: str) -> None:
+    expected = {
+        **CONTRACT_DEFAULTS,
+        "gates": {**CONTRACT_DEFAULTS["gates"], **SEGMENT_GATES[segment]},
+    }
+
+    rules = load(RULES_FILE)
+
+    assert rules.for_segment(segment).model_dump() == expected
+
+
+def test_an_account_without_a_segment_gets_the_smb_rules() -> None:
+    rules = load(RULES_FILE)
+
+    assert rules.default_segment == "smb"
+    assert rules.for_segment(None) == rules.for_segment("smb")
+
+
+def test_an_empty_rules_file_gives_the_contract_defaults_for_every_segment() -> None:
+    rules = default_rules()
+
+    for segment in ("smb", "mid_market", "enterprise"):
+        assert rules.for_segment(segment).model_dump() == CONTRACT_DEFAULTS
+
+
+def test_rank_is_zero_for_the_highest_priority() -> None:
+    rules = load(RULES_FILE).for_segment("smb")
+
+    assert [rules.rank(trigger) for trigger in TRIGGERS] == list(range(8))
+    assert rules.rank("usage_ceiling") == 0
+    assert rules.rank("company_growth") == 7
+
+
+def test_the_digest_changes_with_the_content_and_only_with_it() -> None:
+    one = parse({"defaults": {"cooldown_days": 14}})
+    same = parse({"defaults": {"cooldown_days": 14}})
+    other = parse({"defaults": {"cooldown_days": 10}})
+
+    assert one.digest == same.digest
+    assert one.digest != other.digest
+
+
+# -- per-segment overrides ------------------------------------------------------------
+
+
+def test_a_segment_override_replaces_only_what_it_names() -> None:
+    rules = parse({"segments": {"mid_market": {"triggers": {"invite_surge": {"invites": 7}}}}})
+
+    mid_market = rules.for_segment("mid_market").triggers.invite_surge
+    assert mid_market.model_dump() == {"enabled": True, "invites": 7, "window_days": 30}
+    assert rules.for_segment("smb").triggers.invite_surge.invites == 5
+    assert rules.for_segment("mid_market").gates == rules.for_segment("smb").gates
+
+
+def test_a_segment_override_applies_on_top_of_the_file_defaults() -> None:
+    rules = parse(
+        {
+            "defaults": {"gates": {"min_health_score": 60, "churn_ratio": 0.5}},
+            "segments": {"enterprise": {"gates": {"min_health_score": 90}}},
+        }
+    )
+
+    assert rules.for_segment("enterprise").gates.model_dump() == {
+        "activation_days": 30,
+        "min_health_score": 90,
+        "churn_window_days": 14,
+        "churn_ratio": 0.5,
+    }
+    assert rules.for_segment("smb").gates.min_health_score == 60
+
+
+def test_a_list_in_an_override_replaces_the_whole_list() -> None:
+    rules = parse({"segments": {"smb": {"triggers": {"seat_saturation": {"levels": [0.95]}}}}})
+
+    assert rules.for_segment("smb").triggers.seat_saturation.levels == [0.95]
+    assert rules.for_segment("enterprise").triggers.seat_saturation.levels == [0.8, 0.9, 1.0]
+
+
+# -- errors name the field ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        (
+            {"segments": {"smb": {"gates": {"min_health_score": 150}}}},
+            "segments.smb.gates.min_health_score",
+        ),
+        (
+            {"segments": {"enterprise": {"gates": {"activation_days": -1}}}},
+            "segments.enterprise.gates.activation_days",
+        ),
+        ({"defaults": {"cooldown_days": "two weeks"}}, "defaults.cooldown_days"),
+        (
+            {"defaults": {"triggers": {"invite_surge": {"invites": 0}}}},
+            "defaults.triggers.invite_surge.invites",
+        ),
+        (
+            {"defaults": {"triggers": {"invite_surge": {"enabled": "sometimes"}}}},
+            "defaults.triggers.invite_surge.enabled",
+        ),
+        (
+            {"defaults": {"routing": {"expansion_share": {"seat": -0.1}}}},
+            "defaults.routing.expansion_share.seat",
+        ),
+        (
+            {"defaults": {"triggers": {"company_growth": {"kinds": ["ipo"]}}}},
+            "defaults.triggers.company_growth.kinds.0",
+        ),
+        ({"default_segment": "startup"}, "default_segment"),
+        ({"version": 2}, "version"),
+    ],
+)
+def test_a_bad_value_raises_rules_error_naming_its_path(data: dict[str, Any], path: str) -> None:
+    assert error_of(data).startswith(f"rules: {path}: ")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("invite_surge", "window_days"),
+        ("gated_feature_demand", "distinct_window_days"),
+        ("gated_feature_demand", "hits_window_days"),
+        ("new_department", "window_days"),
+        ("power_user_emergence", "window_days"),
+    ],
+)
+def test_a_window_longer_than_the_kept_activity_history_is_rejected(path: tuple[str, str]) -> None:
+    trigger, field = path
+
+    message = error_of({"defaults": {"triggers": {trigger: {field: 61}}}})
+
+    assert message == (
+        f"rules: defaults.triggers.{trigger}.{field}: Input should be less than or equal to 60"
+    )
+
+
+def test_a_window_of_60_days_is_accepted() -> None:
+    rules = parse({"defaults": {"triggers": {"invite_surge": {"window_days": 60}}}})
+
+    assert rules.for_segment("smb").triggers.invite_surge.window_days == 60
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"defaults": {"gates": {"min_health_scor": 50}}}, "defaults.gates.min_health_scor"),
+        ({"segments": {"smb": {"trigers": {}}}}, "segments.smb.trigers"),
+        ({"defaults": {"triggers": {"page_views": {}}}}, "defaults.triggers.page_views"),
+        ({"cooldown_days": 14}, "cooldown_days"),
+        ({"digest": "abc"}, "digest"),
+    ],
+)
+def test_an_unknown_key_raises_rules_error_naming_it(data: dict[str, Any], path: str) -> None:
+    assert error_of(data) == f"rules: {path}: Extra inputs are not permitted"
+
+
+def test_an_unknown_segment_raises_rules_error_naming_it() -> None:
+    message = error_of({"segments": {"startup": {}}})
+
+    assert message.startswith("rules: segments.startup")
+
+
+def test_a_segment_that_is_not_a_mapping_raises_rules_error_naming_it() -> None:
+    assert error_of({"segments": {"smb": [1]}}).startswith("rules: segments.smb: ")
+
+
+@pytest.mark.parametrize(
+    ("priority", "path"),
+    [
+        (list(TRIGGERS)[:-1], "defaults.priority"),
+        ([*list(TRIGGERS)[:-1], "usage_ceiling"], "defaults.priority"),
+        ([*list(TRIGGERS)[:-1], "page_views"], "defaults.priority.7"),
+        ("usage_ceiling", "defaults.priority"),
+    ],
+    ids=["missing", "duplicate", "unknown", "not a list"],
+)
+def test_a_bad_priority_list_raises_rules_error_naming_it(priority: Any, path: str) -> None:
+    assert error_of({"defaults": {"priority": priority}}).startswith(f"rules: {path}: ")
+
+
+def test_a_bad_priority_list_in_a_segment_names_the_segment() -> None:
+    message = error_of({"segments": {"mid_market": {"priority": list(TRIGGERS)[1:]}}})
+
+    assert message.startswith("rules: segments.mid_market.priority: ")
+    assert "usage_ceiling" in message
+
+
+@pytest.mark.parametrize("levels", [[1.0, 0.8], [0.8, 0.8], [], [0.8, 11]])
+def test_bad_levels_raise_rules_error_naming_them(levels: list[float]) -> None:
+    data = {"defaults": {"triggers": {"usage_ceiling": {"levels": levels}}}}
+
+    assert error_of(data).startswith("rules: defaults.triggers.usage_ceiling.levels")
+
+
+def test_a_top_level_that_is_not_a_mapping_raises_rules_error() -> None:
+    assert error_of(["version", 1]) == "rules: the file must hold a mapping at the top level"
+
+
+def test_loading_names_the_file_and_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("segments:\n  smb:\n    gates: {min_health_score: 150}\n")
+
+    with pytest.raises(RulesError) as raised:
+        load(path)
+
+    assert str(raised.value).startswith(f"{path}: segments.smb.gates.min_health_score: ")
+
+
+def test_loading_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: 1\ndefaults:\n  cooldown_days: [14\n")
+
+    with pytest.raises(RulesError) as raised:
+        load(path)
+
+    assert str(raised.value).startswith(f"{path}: not valid YAML at line ")
+
+
+def test_loading_a_missing_file_raises_rules_error(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+
+    with pytest.raises(RulesError) as raised:
+        load(path)
+
+    assert str(raised.value) == f"{path}: cannot read rules file (No such file or directory)"
