@@ -29,6 +29,8 @@ def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fir
     assert state.now is not None
     month = month_of(state.now)
     days_elapsed = (state.now - month_start(month)) / DAY
+    # usage resets with the month: a limit reached only after that is no ceiling
+    days_left = (month_start(month + 1) - state.now) / DAY
     best: tuple[float, float, dict[str, Any]] | None = None
     for meter, (meter_month, used) in sorted(state.usage.items()):
         limit = state.usage_limits.get(meter)
@@ -47,7 +49,7 @@ def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fir
         level = _level_reached(rule.levels, ratio)
         if level is None and days_elapsed >= rule.projection_min_days and used > 0:
             days_to_limit = (limit - used) / (used / days_elapsed)
-            if days_to_limit <= rule.projection_days:
+            if days_to_limit <= min(rule.projection_days, days_left):
                 level = rule.levels[0]
                 evidence["basis"] = "projection"
                 evidence["projected_days_to_limit"] = round(days_to_limit, 2)
