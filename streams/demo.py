@@ -141,7 +141,9 @@ async def _run(args: argparse.Namespace, bootstrap: str, partitions: int) -> Non
     decisions: list[dict[str, Any]] = []
     dlq: list[dict[str, Any]] = []
     readers = [
-        asyncio.create_task(_read_all(bootstrap, TOPICS["TOPIC_SIGNALS"], partitions, signals, True)),
+        asyncio.create_task(
+            _read_all(bootstrap, TOPICS["TOPIC_SIGNALS"], partitions, signals, True)
+        ),
         asyncio.create_task(
             _read_all(bootstrap, TOPICS["TOPIC_DECISIONS"], partitions, decisions, False)
         ),
@@ -172,13 +174,15 @@ def _summary(
     rejected = Counter(d["reason"] for d in dlq)
     _say("\n== rejected to the DLQ, by reason")
     _say("  ".join(f"{r}: {n}" for r, n in rejected.most_common()) or "(none)")
-    client = redis.Redis.from_url(Settings().redis_url)
-    top = client.zrevrange(f"{REDIS_PREFIX}accounts_by_score", 0, 4, withscores=True)
+    client = redis.Redis.from_url(Settings().redis_url, decode_responses=True)
+    top: list[tuple[str, float]] = client.zrevrange(  # type: ignore[assignment]
+        f"{REDIS_PREFIX}accounts_by_score", 0, 4, withscores=True
+    )
     _say("\n== top accounts in the serving view (Redis sorted set accounts_by_score)")
     for account, score in top:
-        primary = orjson.loads(client.get(f"{REDIS_PREFIX}primary:{account.decode()}") or b"{}")
+        primary = orjson.loads(str(client.get(f"{REDIS_PREFIX}primary:{account}") or "{}"))
         _say(
-            f"{account.decode():<14} score {score:>3.0f}  {primary.get('trigger')} -> "
+            f"{account:<14} score {score:>3.0f}  {primary.get('trigger')} -> "
             f"{primary.get('route')}  stack {primary.get('signal_stack')}"
         )
 
@@ -224,7 +228,9 @@ def main(argv: list[str]) -> int:
             "LOG_LEVEL": "warn",
         }
         log_path = run_dir / "demo-worker.log"
-        _say(f"-- starting the worker (log: {log_path}, metrics: http://127.0.0.1:{web_port}/metrics)")
+        _say(
+            f"-- starting the worker (log: {log_path}, metrics: http://127.0.0.1:{web_port}/metrics)"
+        )
         worker = _start_worker(env, log_path)
         _wait_ready(web_port, worker, log_path)
         _say("-- worker ready")

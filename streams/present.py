@@ -17,7 +17,8 @@ def why(signal: dict[str, Any]) -> str:
                 f"{e['meter']} projected to reach its monthly limit in "
                 f"{e['projected_days_to_limit']:g} days ({e['ratio']:.0%} used)"
             )
-        return f"{e['meter']} at {e['ratio']:.0%} of its monthly limit ({e['usage']:,.0f} / {e['limit']:,.0f})"
+        used = f"{e['usage']:,.0f} / {e['limit']:,.0f}"
+        return f"{e['meter']} at {e['ratio']:.0%} of its monthly limit ({used})"
     if trigger == "seat_saturation":
         held = f" for {e['sustained_days']:.0f} days" if e["sustained_days"] >= 1 else ""
         return f"{e['seats_in_use']} of {e['seat_limit']} seats in use ({e['ratio']:.0%}){held}"
@@ -27,7 +28,9 @@ def why(signal: dict[str, Any]) -> str:
                 f"{e['distinct_features']} gated features hit in {e['distinct_window_days']} days: "
                 + ", ".join(e["features"])
             )
-        return f"{e['gate_hits']} gate hits by {e['gate_users']} users in {e['hits_window_days']} days"
+        return (
+            f"{e['gate_hits']} gate hits by {e['gate_users']} users in {e['hits_window_days']} days"
+        )
     if trigger == "invite_surge":
         return f"{e['invites']} invites sent in {e['window_days']} days"
     if trigger == "new_department":

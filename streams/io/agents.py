@@ -57,12 +57,15 @@ class Pipeline:
         self.detector = detector
         self.ledger = ledger
         self.partitions = settings.topic_partitions
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
-        self.inputs = app.topic(settings.topic_events, settings.repartition_topic, **raw)
-        self.repartition = app.topic(settings.repartition_topic, **raw)
-        self.signals = app.topic(settings.topic_signals, **raw)
-        self.decisions = app.topic(settings.topic_decisions, **raw)
-        self.dlq = app.topic(settings.topic_dlq, **raw)
+
+        def raw_topic(*names: str) -> faust.TopicT:
+            return app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+        self.inputs = raw_topic(settings.topic_events, settings.repartition_topic)
+        self.repartition = raw_topic(settings.repartition_topic)
+        self.signals = raw_topic(settings.topic_signals)
+        self.decisions = raw_topic(settings.topic_decisions)
+        self.dlq = raw_topic(settings.topic_dlq)
         self.accounts = app.Table(
             "accounts",
             default=None,

@@ -39,7 +39,9 @@ REDIS_ERRORS = Counter(
 )
 REDIS_UP = Gauge("expansion_redis_up", "1 when the last Redis operation succeeded, else 0")
 LAG = Gauge(
-    "expansion_consumer_lag", "Messages not yet processed, per input partition", ["topic", "partition"]
+    "expansion_consumer_lag",
+    "Messages not yet processed, per input partition",
+    ["topic", "partition"],
 )
 
 

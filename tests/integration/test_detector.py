@@ -71,7 +71,9 @@ def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_
     # acme: 10 of 10 seats -> seat_saturation 1.0 at once; then 90 % of the API limit ->
     # usage_ceiling, which outranks it and supersedes it.
     acme_seats = seats(acme, 10)
-    kafka_io.produce(topic, orjson.dumps({"events": [healthy_account(acme), *acme_seats[:4]]}), acme.encode())
+    kafka_io.produce(
+        topic, orjson.dumps({"events": [healthy_account(acme), *acme_seats[:4]]}), acme.encode()
+    )
     kafka_io.produce(topic, b"{not json", key=acme.encode())
     bad_batch = {
         "events": [
@@ -117,7 +119,9 @@ def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_
         assert s["account_id"] == acme and s["emitted_at"]
     assert saturation["evidence"]["seats_in_use"] == 10  # the duplicate seat counted once
     assert saturation["estimated_expansion_mrr"] == 600.0  # 4000 x 0.15
-    assert saturation["signal_id"] == signal_id(acme, "seat_saturation", 1.0, saturation["source_event_id"])
+    assert saturation["signal_id"] == signal_id(
+        acme, "seat_saturation", 1.0, saturation["source_event_id"]
+    )
     assert ceiling["supersedes"] == saturation["signal_id"]
     assert ceiling["co_signals"] == ["seat_saturation"]
     assert ceiling["source_event_id"] == usage["event_id"]
@@ -125,7 +129,9 @@ def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_
     assert ceiling["evidence"]["ratio"] == 0.9
 
     gated = [d for d in decisions if d["account_id"] == fresh]
-    assert [(d["trigger"], d["reason"]) for d in gated] == [("seat_saturation", "gated_not_activated")]
+    assert [(d["trigger"], d["reason"]) for d in gated] == [
+        ("seat_saturation", "gated_not_activated")
+    ]
     for d in decisions:
         Decision.model_validate(d)
 
@@ -142,7 +148,10 @@ def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_
     store = redis.Redis.from_url(redis_url)
     prefix = env["REDIS_PREFIX"]
     primary = orjson.loads(store.get(f"{prefix}primary:{acme}"))
-    assert (primary["signal_id"], primary["co_signals"]) == (ceiling["signal_id"], ["seat_saturation"])
+    assert (primary["signal_id"], primary["co_signals"]) == (
+        ceiling["signal_id"],
+        ["seat_saturation"],
+    )
     assert store.zscore(f"{prefix}accounts_by_score", acme) == ceiling["score"]
     assert store.exists(f"{prefix}ledger:{ceiling['signal_id']}")
     assert store.get(f"{prefix}primary:{fresh}") is None
@@ -182,7 +191,9 @@ def test_state_survives_a_restart_through_the_changelog(worker_factory, kafka_io
     env = first.env
     topic = env["TOPIC_EVENTS"]
     # 9 of 10 seats: 0.9, which must be sustained for 14 days before it fires.
-    kafka_io.produce(topic, orjson.dumps({"events": [healthy_account("keep"), *seats("keep", 9)]}), b"keep")
+    kafka_io.produce(
+        topic, orjson.dumps({"events": [healthy_account("keep"), *seats("keep", 9)]}), b"keep"
+    )
     assert kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: False, timeout=4) == []
     assert first.stop() == 0
 
@@ -209,8 +220,14 @@ def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kaf
     replay = worker_factory(like=first, APP_ID=env["APP_ID"] + "-replay")
     kafka_io.produce(
         env["TOPIC_EVENTS"],
-        orjson.dumps(event("external_signal", "again", "2026-03-03T00:00:00Z",
-                           properties={"kind": "funding_round"})),
+        orjson.dumps(
+            event(
+                "external_signal",
+                "again",
+                "2026-03-03T00:00:00Z",
+                properties={"kind": "funding_round"},
+            )
+        ),
         b"again",
     )
     decisions = kafka_io.consume(
