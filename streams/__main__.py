@@ -23,7 +23,7 @@ def worker(argv: list[str]) -> int:
 
     from streams.app import create_app
     from streams.embedded import EmbeddedBroker
-    from streams.io.topics import BrokerUnavailable, ensure_topics
+    from streams.io.topics import BrokerUnavailable, TopicCreationError, ensure_topics
     from streams.rules import RulesError, load
     from streams.settings import Settings
 
@@ -42,18 +42,30 @@ def worker(argv: list[str]) -> int:
             update={"kafka_bootstrap": broker.bootstrap, "embedded_broker": True}
         )
     assert settings.kafka_bootstrap is not None
-    topics = [
-        settings.topic_events,
+    others = [
         settings.repartition_topic,
         settings.topic_signals,
         settings.topic_decisions,
         settings.topic_dlq,
     ]
+    bootstrap, partitions = settings.kafka_bootstrap, settings.topic_partitions
     try:
-        asyncio.run(ensure_topics(settings.kafka_bootstrap, topics, settings.topic_partitions))
-    except BrokerUnavailable as error:
+        # The account table is partitioned like the input topic, so they must agree
+        # before anything else is created.
+        counts = asyncio.run(ensure_topics(bootstrap, [settings.topic_events], partitions))
+        if counts[settings.topic_events] == partitions:
+            counts = asyncio.run(ensure_topics(bootstrap, others, partitions))
+    except (BrokerUnavailable, TopicCreationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    for topic in (settings.topic_events, settings.repartition_topic):
+        if topic in counts and counts[topic] != partitions:
+            print(
+                f"error: topic {topic} has {counts[topic]} partitions but TOPIC_PARTITIONS="
+                f"{partitions}; set TOPIC_PARTITIONS={counts[topic]}",
+                file=sys.stderr,
+            )
+            return 3
     print(
         f"rules {settings.rules_file} (digest {rules.digest}); broker {settings.kafka_bootstrap}; "
         f"metrics on http://127.0.0.1:{settings.web_port}/metrics",

@@ -33,15 +33,14 @@ async def ensure_topics(
     partitions: int,
     attempts: int = 30,
     backoff: float = 2.0,
-) -> None:
+) -> dict[str, int]:
     """Create the topics in `names` that do not exist yet, waiting for the broker to answer.
 
-    Existing topics are left as they are, whatever their partition count.
+    Existing topics are left as they are; the partition count of each topic is returned.
     """
     for attempt in range(1, attempts + 1):
         try:
-            await _create_missing(bootstrap, names, partitions)
-            return
+            return await _create_missing(bootstrap, names, partitions)
         except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
             if attempt == attempts:
                 raise BrokerUnavailable(
@@ -58,7 +57,7 @@ async def ensure_topics(
             await asyncio.sleep(backoff)
 
 
-async def _create_missing(bootstrap: str, names: list[str], partitions: int) -> None:
+async def _create_missing(bootstrap: str, names: list[str], partitions: int) -> dict[str, int]:
     # A plain TCP probe first: aiokafka logs its own error line for a refused connection,
     # and one line per attempt is all an operator needs.
     await _probe(bootstrap)
@@ -67,23 +66,28 @@ async def _create_missing(bootstrap: str, names: list[str], partitions: int) -> 
         await admin.start()
         existing = set(await admin.list_topics())
         missing = [name for name in dict.fromkeys(names) if name not in existing]
-        if not missing:
-            return
-        response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
-        )
-        for topic_error in response.topic_errors:
-            topic, code = topic_error[0], topic_error[1]
-            if code in (0, TopicAlreadyExistsError.errno):  # another process got there first
-                continue
-            error = for_code(code)
-            if error.retriable:
-                raise error(f"topic {topic!r} not created yet")
-            detail = topic_error[2] if len(topic_error) > 2 and topic_error[2] else error.__name__
-            raise TopicCreationError(f"cannot create topic {topic!r}: {detail}")
-        log.info("created topics %s with %d partitions", ", ".join(missing), partitions)
+        if missing:
+            await _create(admin, missing, partitions)
+        described = await admin.describe_topics(list(dict.fromkeys(names)))
+        return {topic["topic"]: len(topic["partitions"]) for topic in described}
     finally:
         await admin.close()
+
+
+async def _create(admin: AIOKafkaAdminClient, missing: list[str], partitions: int) -> None:
+    response = await admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
+    )
+    for topic_error in response.topic_errors:
+        topic, code = topic_error[0], topic_error[1]
+        if code in (0, TopicAlreadyExistsError.errno):  # another process got there first
+            continue
+        error = for_code(code)
+        if error.retriable:
+            raise error(f"topic {topic!r} not created yet")
+        detail = topic_error[2] if len(topic_error) > 2 and topic_error[2] else error.__name__
+        raise TopicCreationError(f"cannot create topic {topic!r}: {detail}")
+    log.info("created topics %s with %d partitions", ", ".join(missing), partitions)
 
 
 async def _probe(bootstrap: str) -> None:

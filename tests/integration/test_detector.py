@@ -255,3 +255,29 @@ def test_a_bad_rules_file_stops_start_up_with_one_line_naming_the_field(tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "defaults.gates.min_health_score" in lines[0]
+
+
+def test_an_input_topic_with_another_partition_count_stops_start_up_with_one_line(
+    kafka_bootstrap, kafka_io, unique_name
+):
+    events_topic = unique_name("events")
+    kafka_io.create_topics([events_topic], partitions=3)
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "TOPIC_EVENTS": events_topic,
+            "APP_ID": unique_name("app"),
+            "TOPIC_PARTITIONS": "8",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines() == [
+        f"error: topic {events_topic} has 3 partitions but TOPIC_PARTITIONS=8; "
+        "set TOPIC_PARTITIONS=3"
+    ]

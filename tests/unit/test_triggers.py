@@ -99,6 +99,15 @@ def test_usage_ceiling_fires_when_the_run_rate_reaches_the_limit_in_14_days() ->
     )
 
 
+def test_usage_ceiling_projection_does_not_fire_when_the_month_resets_first() -> None:
+    # May has 31 days: on day 24, 2400 used is 100 a day and usage resets in 7 days.
+    # A limit of 3200 is 8 days away (within 14, but after the reset); 3100 is 7 days away.
+    limits = {"api_calls": 3200}
+    assert check("usage_ceiling", account(0, usage_limits=limits), usage(24, 2400)) is None
+    fired = check("usage_ceiling", account(0, usage_limits={"api_calls": 3100}), usage(24, 2400))
+    assert fired is not None and fired.evidence["projected_days_to_limit"] == 7.0
+
+
 def test_usage_ceiling_does_not_fire_when_the_run_rate_needs_more_than_14_days() -> None:
     assert (
         check("usage_ceiling", account(0, usage_limits={"api_calls": 2100}), usage(7, 699)) is None
