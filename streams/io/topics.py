@@ -55,6 +55,7 @@ async def ensure_topics(
                 attempts,
             )
             await asyncio.sleep(backoff)
+    raise BrokerUnavailable(f"broker {bootstrap} not tried: attempts={attempts}")
 
 
 async def _create_missing(bootstrap: str, names: list[str], partitions: int) -> dict[str, int]:
