@@ -91,8 +91,12 @@ class Pipeline:
             home = partition_for(account_key, self.partitions)
             if message.topic != self.settings.repartition_topic and home != message.partition:
                 metrics.REPARTITIONED.inc(len(events))
+                # the original timestamp travels along: latency is measured from it
                 await self.repartition.send(
-                    key=account_key, value=encode_batch(sources), partition=home
+                    key=account_key,
+                    value=encode_batch(sources),
+                    partition=home,
+                    timestamp=message.timestamp,
                 )
                 continue
             await self.process_account(account, events, message.timestamp)
