@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.request
 from itertools import count
 from typing import Any
@@ -61,6 +62,18 @@ def seats(account: str, n: int, day: str = "2026-03-02", first: int = 0) -> list
 
 def values(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [orjson.loads(r["value"]) for r in records]
+
+
+def metrics_of(worker: Any) -> str:
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def wait_for_metric(worker: Any, line: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while line not in metrics_of(worker):
+        assert time.monotonic() < deadline, f"{line!r} not in /metrics\n{worker.log_tail()}"
+        time.sleep(0.3)
 
 
 def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_url):
@@ -156,8 +169,7 @@ def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_
     assert store.exists(f"{prefix}ledger:{ceiling['signal_id']}")
     assert store.get(f"{prefix}primary:{fresh}") is None
 
-    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as answer:
-        exposition = answer.read().decode()
+    exposition = metrics_of(worker)
     for line in (
         'expansion_events_total{type="seat_assigned"} 12.0',
         "expansion_events_duplicate_total 1.0",
@@ -194,7 +206,8 @@ def test_state_survives_a_restart_through_the_changelog(worker_factory, kafka_io
     kafka_io.produce(
         topic, orjson.dumps({"events": [healthy_account("keep"), *seats("keep", 9)]}), b"keep"
     )
-    assert kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: False, timeout=4) == []
+    wait_for_metric(first, 'expansion_events_total{type="seat_assigned"} 9.0')
+    assert kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: False, timeout=2) == []
     assert first.stop() == 0
 
     second = worker_factory(like=first)
@@ -203,6 +216,10 @@ def test_state_survives_a_restart_through_the_changelog(worker_factory, kafka_io
     assert [(s["trigger"], s["level"], s["evidence"]["seats_in_use"]) for s in signals] == [
         ("seat_saturation", 1.0, 10)
     ], second.log_tail()
+    # it read only the new event: the other nine seats came from the changelog
+    exposition = metrics_of(second)
+    assert 'expansion_events_total{type="seat_assigned"} 1.0' in exposition
+    assert "account_updated" not in exposition
 
 
 def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kafka_io):
@@ -236,8 +253,7 @@ def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kaf
     assert decisions, replay.log_tail()
     signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 2, timeout=5))
     assert len(signals) == 1
-    with urllib.request.urlopen(f"{replay.url}/metrics", timeout=5) as answer:
-        assert "expansion_signals_deduplicated_total 1.0" in answer.read().decode()
+    assert "expansion_signals_deduplicated_total 1.0" in metrics_of(replay)
 
 
 def test_a_bad_rules_file_stops_start_up_with_one_line_naming_the_field(tmp_path):
