@@ -38,6 +38,8 @@ class KafkaIO:
                 "enable.idempotence": False,
                 "allow.auto.create.topics": False,
                 "linger.ms": 5,
+                # room for messages over the detector's 1 MiB limit, to test that limit
+                "message.max.bytes": 4 * 1024 * 1024,
             }
         )
         self._known_topics: set[str] = set()

@@ -21,14 +21,21 @@ from streams.io.topics import partition_for
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+# Kept of a rejected input in its DLQ record, so that the record itself stays well under
+# the 1 MB a Kafka broker accepts by default, even after JSON escaping.
+DLQ_RAW_LIMIT = 128 * 1024
 
 
 def dlq_record(rejection: Rejection, message: Any) -> bytes:
     """The DLQ value of the contract: the rejected bytes and why, with the source position."""
     try:
-        raw, encoding = rejection.raw.decode("utf-8"), "utf-8"
+        text = rejection.raw.decode("utf-8")
     except UnicodeDecodeError:
-        raw, encoding = base64.b64encode(rejection.raw).decode("ascii"), "base64"
+        kept = rejection.raw[:DLQ_RAW_LIMIT]
+        raw, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+        truncated = len(kept) < len(rejection.raw)
+    else:
+        raw, encoding, truncated = text[:DLQ_RAW_LIMIT], "utf-8", len(text) > DLQ_RAW_LIMIT
     return orjson.dumps(
         {
             "reason": rejection.reason,
@@ -39,6 +46,8 @@ def dlq_record(rejection: Rejection, message: Any) -> bytes:
             "index": rejection.index,
             "raw": raw,
             "raw_encoding": encoding,
+            "raw_size": len(rejection.raw),
+            "raw_truncated": truncated,
         }
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
@@ -297,3 +298,43 @@ def test_an_input_topic_with_another_partition_count_stops_start_up_with_one_lin
         f"error: topic {events_topic} has 3 partitions but TOPIC_PARTITIONS=8; "
         "set TOPIC_PARTITIONS=3"
     ]
+
+
+def test_oversized_and_non_utf8_messages_go_to_the_dlq_and_processing_goes_on(
+    worker_factory, kafka_io
+):
+    worker = worker_factory()
+    env = worker.env
+    topic = env["TOPIC_EVENTS"]
+    big = orjson.dumps(
+        event(
+            "user_active",
+            "bulk",
+            "2026-03-02T10:00:00Z",
+            user_id="u",
+            properties={"padding": "x" * (1024 * 1024)},
+        )
+    )
+    kafka_io.produce(topic, big, key=b"bulk")
+    kafka_io.produce(topic, b"\xff\xfe not utf-8", key=b"bulk")
+    kafka_io.produce(
+        topic,
+        orjson.dumps({"events": [healthy_account("bulk", seat_limit=1), *seats("bulk", 1)]}),
+        key=b"bulk",
+    )
+    signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 1, timeout=45))
+    assert [(s["account_id"], s["trigger"]) for s in signals] == [("bulk", "seat_saturation")]
+    dlq = values(kafka_io.consume(env["TOPIC_DLQ"], lambda r: len(r) >= 2))
+    too_large, not_utf8 = sorted(dlq, key=lambda d: d["offset"])
+    assert (too_large["reason"], too_large["raw_size"], too_large["raw_truncated"]) == (
+        "too_large",
+        len(big),
+        True,
+    )
+    assert too_large["raw"] == big[: 128 * 1024].decode()
+    assert (not_utf8["reason"], not_utf8["raw_encoding"], not_utf8["raw_truncated"]) == (
+        "not_json",
+        "base64",
+        False,
+    )
+    assert base64.b64decode(not_utf8["raw"]) == b"\xff\xfe not utf-8"
