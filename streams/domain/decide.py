@@ -50,6 +50,36 @@ def route_and_score(
     return route, estimate, max(0, min(100, round(raw)))
 
 
+def failed_gate(state: AccountState, rules: SegmentRules) -> tuple[str, dict[str, Any]] | None:
+    """The first gate the account fails now (contract section 6), with its numbers."""
+    gates = rules.gates
+    now = state.now
+    assert now is not None
+    activated = state.activated_at
+    if activated is None or now - activated < gates.activation_days * DAY:
+        return "gated_not_activated", {
+            "activated_at": None if activated is None else format_time(activated),
+            "activation_days": gates.activation_days,
+        }
+    if state.health_score is not None and state.health_score < gates.min_health_score:
+        return "gated_health", {
+            "health_score": state.health_score,
+            "min_health_score": gates.min_health_score,
+        }
+    window = gates.churn_window_days
+    today = state.today
+    recent = state.active_users(today - window + 1, today)
+    before = state.active_users(today - 2 * window + 1, today - window)
+    if before and recent < gates.churn_ratio * before:
+        return "gated_churn_risk", {
+            "active_users_recent": recent,
+            "active_users_before": before,
+            "window_days": window,
+            "churn_ratio": gates.churn_ratio,
+        }
+    return None
+
+
 class Detector:
     """The detector's decisions for one account at a time; pure, the same live and in backtest."""
 
@@ -72,221 +102,168 @@ class Detector:
             return Outcome(late=True)
         # the event may have changed the segment, and with it the rules
         rules = self.rules.for_segment(state.segment)
-        return self._decide(state, event, rules, evaluate(state, event, rules))
+        step = _Step(state, event, rules, self.rules.default_segment)
+        return step.decide(evaluate(state, event, rules))
 
-    def _decide(
-        self, state: AccountState, event: Event, rules: SegmentRules, fired: list[Fired]
-    ) -> Outcome:
-        outcome = Outcome()
-        now = state.now
+
+@dataclass(slots=True)
+class _Step:
+    """The decisions one event leads to, for its account, under the rules in force."""
+
+    state: AccountState
+    event: Event
+    rules: SegmentRules
+    default_segment: str
+    outcome: Outcome = field(default_factory=Outcome)
+
+    def decide(self, fired: list[Fired]) -> Outcome:
+        """Gate, then cool down, then resolve collisions among what is left."""
+        state, now = self.state, self.state.now
         assert now is not None
         fired_names = {f.trigger for f in fired}
         for name, memory in state.triggers.items():
-            if name not in fired_names:
+            if memory[2] and name not in fired_names:
                 memory[2] = []  # the condition ended: a later gate or suppression is news again
         if not fired:
-            return outcome
-        gate = self._gate(state, rules)
+            return self.outcome
+        gate = failed_gate(state, self.rules)
         candidates: list[Fired] = []
         for trigger in fired:
-            memory = state.triggers.setdefault(trigger.trigger, [None, None, []])
-            published_level, published_at = memory[0], memory[1]
+            published_level, published_at, _ = state.triggers.get(trigger.trigger, _NEVER)
             if gate is not None:
-                self._suppress(outcome, state, event, rules, trigger, gate[0], gate[1])
+                self.suppress(trigger, *gate)
             elif (
                 published_at is not None
-                and now - published_at < rules.cooldown_days * DAY
+                and now - published_at < self.rules.cooldown_days * DAY
                 and trigger.level <= published_level
             ):
                 detail = {
                     "published_level": published_level,
                     "published_at": format_time(published_at),
-                    "cooldown_days": rules.cooldown_days,
+                    "cooldown_days": self.rules.cooldown_days,
                 }
-                self._suppress(outcome, state, event, rules, trigger, "cooldown", detail)
+                self.suppress(trigger, "cooldown", detail)
             else:
                 candidates.append(trigger)
         if candidates:
-            self._resolve_collisions(outcome, state, event, rules, candidates)
-        return outcome
+            self.resolve_collisions(candidates)
+        return self.outcome
 
-    def _gate(self, state: AccountState, rules: SegmentRules) -> tuple[str, dict[str, Any]] | None:
-        """The first gate the account fails now (contract section 6), with its numbers."""
-        gates = rules.gates
-        now = state.now
-        assert now is not None
-        if state.activated_at is None or now - state.activated_at < gates.activation_days * DAY:
-            return "gated_not_activated", {
-                "activated_at": None
-                if state.activated_at is None
-                else format_time(state.activated_at),
-                "activation_days": gates.activation_days,
-            }
-        if state.health_score is not None and state.health_score < gates.min_health_score:
-            return "gated_health", {
-                "health_score": state.health_score,
-                "min_health_score": gates.min_health_score,
-            }
-        window = gates.churn_window_days
-        today = state.today
-        recent = state.active_users(today - window + 1, today)
-        before = state.active_users(today - 2 * window + 1, today - window)
-        if before and recent < gates.churn_ratio * before:
-            return "gated_churn_risk", {
-                "active_users_recent": recent,
-                "active_users_before": before,
-                "window_days": window,
-                "churn_ratio": gates.churn_ratio,
-            }
-        return None
+    def resolve_collisions(self, candidates: list[Fired]) -> None:
+        """At most one primary per collision window; the others join it as co-signals."""
+        state, rules = self.state, self.rules
+        assert state.now is not None
+        window = rules.collision_window_days * DAY
+        if state.primary is not None and state.now - state.primary[1] >= window:
+            state.primary = None
+        first, rest = candidates[0], candidates[1:]
+        if state.primary is None:
+            self.publish(first, [], rest, supersedes=None)
+            return
+        current = state.primary[0]
+        rises = first.trigger == current["trigger"] and first.level > current["level"]
+        if rises or rules.rank(first.trigger) < rules.rank(current["trigger"]):
+            carried = [*current["co_signals"], current["trigger"]]
+            self.publish(first, carried, rest, supersedes=current["signal_id"])
+        else:
+            self.join_primary(candidates)
 
-    def _signal(
-        self,
-        state: AccountState,
-        event: Event,
-        rules: SegmentRules,
-        fired: Fired,
-        co_signals: list[str],
-        supersedes: str | None,
-    ) -> dict[str, Any]:
-        stack = 1 + len(co_signals)
+    def publish(
+        self, fired: Fired, carried: list[str], colliding: list[Fired], supersedes: str | None
+    ) -> None:
+        """Publish `fired` as the new primary; `colliding` triggers join it as co-signals."""
+        co_signals = [*carried, *(f.trigger for f in colliding)]
+        signal = self.stacked(self.signal(fired, supersedes), co_signals)
+        self.state.primary = [signal, self.state.now]
+        self.state.triggers[fired.trigger] = [fired.level, self.state.now, []]
+        self.outcome.signals.append(signal)
+        self.outcome.serving = signal
+        self.collide(colliding, signal["signal_id"])
+
+    def join_primary(self, colliding: list[Fired]) -> None:
+        """Add triggers of lower or equal priority to the active primary's co-signals."""
+        assert self.state.primary is not None
+        current = self.state.primary[0]
+        joined = self.stacked(current, [*current["co_signals"], *(f.trigger for f in colliding)])
+        if joined["co_signals"] != current["co_signals"]:
+            self.state.primary[0] = self.outcome.serving = joined
+        self.collide(colliding, current["signal_id"])
+
+    def collide(self, colliding: list[Fired], primary_id: str) -> None:
+        for fired in colliding:
+            self.suppress(fired, "collision", {"primary_signal_id": primary_id})
+
+    def stacked(self, signal: dict[str, Any], co_signals: list[str]) -> dict[str, Any]:
+        """`signal` with these co-signals, and the stack, route and score that follow."""
+        rules = self.rules
+        co = sorted(set(co_signals) - {signal["trigger"]}, key=rules.rank)
+        stack = 1 + len(co)
         route, estimate, score = route_and_score(
-            rules, fired.trigger, fired.level, state.mrr, stack
+            rules, signal["trigger"], signal["level"], self.state.mrr, stack
         )
         return {
-            "schema_version": 1,
-            "signal_id": signal_id(state.account_id, fired.trigger, fired.level, event.event_id),
-            "account_id": state.account_id,
-            "trigger": fired.trigger,
-            "expansion_type": EXPANSION_TYPE[fired.trigger],
-            "level": fired.level,
-            "score": score,
-            "route": route,
-            "segment": state.segment or self.rules.default_segment,
-            "estimated_expansion_mrr": estimate,
+            **signal,
+            "co_signals": co,
             "signal_stack": stack,
-            "co_signals": co_signals,
-            "supersedes": supersedes,
-            "evidence": fired.evidence,
-            "detected_at": format_time(event.timestamp),
-            "emitted_at": None,
-            "source_event_id": event.event_id,
+            "route": route,
+            "estimated_expansion_mrr": estimate,
+            "score": score,
         }
 
-    def _suppress(
-        self,
-        outcome: Outcome,
-        state: AccountState,
-        event: Event,
-        rules: SegmentRules,
-        fired: Fired,
-        reason: str,
-        detail: dict[str, Any],
-    ) -> None:
+    def signal(self, fired: Fired, supersedes: str | None) -> dict[str, Any]:
+        """The signal `fired` makes on its own (no co-signals yet)."""
+        state, event = self.state, self.event
+        # score, route, estimate and stack are placeholders that `stacked` fills in; they
+        # stand here to keep the contract's field order in the JSON
+        return self.stacked(
+            {
+                "schema_version": 1,
+                "signal_id": signal_id(
+                    state.account_id, fired.trigger, fired.level, event.event_id
+                ),
+                "account_id": state.account_id,
+                "trigger": fired.trigger,
+                "expansion_type": EXPANSION_TYPE[fired.trigger],
+                "level": fired.level,
+                "score": 0,
+                "route": "in_app",
+                "segment": state.segment or self.default_segment,
+                "estimated_expansion_mrr": 0.0,
+                "signal_stack": 1,
+                "co_signals": [],
+                "supersedes": supersedes,
+                "evidence": fired.evidence,
+                "detected_at": format_time(event.timestamp),
+                "emitted_at": None,
+                "source_event_id": event.event_id,
+            },
+            [],
+        )
+
+    def suppress(self, fired: Fired, reason: str, detail: dict[str, Any]) -> None:
         """Log a fired trigger that is not published, once per (trigger, level, reason)."""
-        memory = state.triggers.setdefault(fired.trigger, [None, None, []])
+        memory = self.state.triggers.setdefault(fired.trigger, [None, None, []])
         memo = f"{fired.level:g}|{reason}"
         if memo in memory[2]:
             return
         memory[2].append(memo)
-        would_be = self._signal(state, event, rules, fired, [], None)
-        outcome.decisions.append(
+        would_be = self.signal(fired, None)
+        decision_id = hashlib.sha256(f"{would_be['signal_id']}\x1f{reason}".encode())
+        self.outcome.decisions.append(
             {
                 "schema_version": 1,
-                "decision_id": hashlib.sha256(
-                    f"{would_be['signal_id']}\x1f{reason}".encode()
-                ).hexdigest()[:32],
-                "account_id": state.account_id,
+                "decision_id": decision_id.hexdigest()[:32],
+                "account_id": self.state.account_id,
                 "trigger": fired.trigger,
                 "level": fired.level,
                 "reason": reason,
                 "detail": detail,
                 "detected_at": would_be["detected_at"],
-                "source_event_id": event.event_id,
+                "source_event_id": self.event.event_id,
                 "signal": would_be,
             }
         )
 
-    def _resolve_collisions(
-        self,
-        outcome: Outcome,
-        state: AccountState,
-        event: Event,
-        rules: SegmentRules,
-        candidates: list[Fired],
-    ) -> None:
-        """At most one primary per collision window; the others join it as co-signals."""
-        now = state.now
-        assert now is not None
-        if (
-            state.primary is not None
-            and now - state.primary[1] >= rules.collision_window_days * DAY
-        ):
-            state.primary = None
-        first = candidates[0]
-        current = state.primary[0] if state.primary is not None else None
-        if current is None:
-            carried: list[str] = []
-            self._publish(outcome, state, event, rules, first, carried, candidates[1:], None)
-        elif (first.trigger == current["trigger"] and first.level > current["level"]) or (
-            rules.rank(first.trigger) < rules.rank(current["trigger"])
-        ):
-            carried = [*current["co_signals"], current["trigger"]]
-            self._publish(
-                outcome, state, event, rules, first, carried, candidates[1:], current["signal_id"]
-            )
-        else:
-            self._join_primary(outcome, state, event, rules, candidates)
 
-    def _publish(
-        self,
-        outcome: Outcome,
-        state: AccountState,
-        event: Event,
-        rules: SegmentRules,
-        fired: Fired,
-        carried: list[str],
-        colliding: list[Fired],
-        supersedes: str | None,
-    ) -> None:
-        """Publish `fired` as the new primary; `colliding` triggers join it as co-signals."""
-        co_signals = sorted(
-            {*carried, *(f.trigger for f in colliding)} - {fired.trigger}, key=rules.rank
-        )
-        signal = self._signal(state, event, rules, fired, co_signals, supersedes)
-        state.primary = [signal, state.now]
-        memory = state.triggers.setdefault(fired.trigger, [None, None, []])
-        memory[0], memory[1], memory[2] = fired.level, state.now, []
-        outcome.signals.append(signal)
-        outcome.serving = signal
-        for other in colliding:
-            detail = {"primary_signal_id": signal["signal_id"]}
-            self._suppress(outcome, state, event, rules, other, "collision", detail)
-
-    def _join_primary(
-        self,
-        outcome: Outcome,
-        state: AccountState,
-        event: Event,
-        rules: SegmentRules,
-        colliding: list[Fired],
-    ) -> None:
-        """Add triggers of lower or equal priority to the active primary's co-signals."""
-        assert state.primary is not None
-        current = state.primary[0]
-        co_signals = sorted(
-            {*current["co_signals"], *(f.trigger for f in colliding)} - {current["trigger"]},
-            key=rules.rank,
-        )
-        if co_signals != current["co_signals"]:
-            stack = 1 + len(co_signals)
-            route, estimate, score = route_and_score(
-                rules, current["trigger"], current["level"], state.mrr, stack
-            )
-            current = {**current, "co_signals": co_signals, "signal_stack": stack}
-            current.update(route=route, estimated_expansion_mrr=estimate, score=score)
-            state.primary[0] = current
-            outcome.serving = current
-        for other in colliding:
-            detail = {"primary_signal_id": current["signal_id"]}
-            self._suppress(outcome, state, event, rules, other, "collision", detail)
+# a trigger never published: no level, no time, nothing logged
+_NEVER: list[Any] = [None, None, []]

@@ -100,7 +100,7 @@ class AccountState:
         self.saturated_since: float | None = None
         # trigger -> [published level, published at, [logged "level|reason", ...]]
         self.triggers: dict[str, list[Any]] = {}
-        self.primary: list[Any] | None = None  # [signal dict, detected at (event time)]
+        self.primary: list[Any] | None = None  # [signal dict, account clock when published]
         self.pruned_day = 0
 
     # -- applying events -------------------------------------------------
