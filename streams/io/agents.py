@@ -160,7 +160,8 @@ class Pipeline:
                 signal["score"],
             )
         if serving is not None:
-            await self.ledger.serve(serving)
+            sent_now = {signal["signal_id"]: signal for signal, _ in deliveries}
+            await self.ledger.serve(sent_now.get(serving["signal_id"], serving))
 
 
 def register(app: faust.App, pipeline: Pipeline) -> None:

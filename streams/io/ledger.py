@@ -84,13 +84,23 @@ class Ledger:
         await self._retrying(lambda: self.redis.set(key, 1, ex=LEDGER_TTL_SECONDS))
 
     async def serve(self, primary: dict[str, Any]) -> None:
-        """Make `primary` the account's current signal in the serving view."""
-        account = primary["account_id"]
+        """Make `primary` the account's current signal in the serving view.
+
+        The domain has no wall clock: a primary without `emitted_at` (co-signals joined it,
+        or a replay met it in the ledger) keeps the one stored for the same signal.
+        """
+        key = f"{self.prefix}primary:{primary['account_id']}"
 
         async def write() -> None:
+            current = primary
+            if current.get("emitted_at") is None:
+                stored = await self.redis.get(key)
+                before = orjson.loads(stored) if stored else {}
+                if before.get("signal_id") == current["signal_id"]:
+                    current = {**current, "emitted_at": before.get("emitted_at")}
             pipe = self.redis.pipeline(transaction=True)
-            pipe.set(f"{self.prefix}primary:{account}", orjson.dumps(primary))
-            pipe.zadd(f"{self.prefix}accounts_by_score", {account: primary["score"]})
+            pipe.set(key, orjson.dumps(current))
+            pipe.zadd(f"{self.prefix}accounts_by_score", {current["account_id"]: current["score"]})
             await pipe.execute()
 
         await self._retrying(write)

@@ -162,10 +162,7 @@ def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_
     store = redis.Redis.from_url(redis_url)
     prefix = env["REDIS_PREFIX"]
     primary = orjson.loads(store.get(f"{prefix}primary:{acme}"))
-    assert (primary["signal_id"], primary["co_signals"]) == (
-        ceiling["signal_id"],
-        ["seat_saturation"],
-    )
+    assert primary == ceiling  # the published signal itself, emitted_at included
     assert store.zscore(f"{prefix}accounts_by_score", acme) == ceiling["score"]
     assert store.exists(f"{prefix}ledger:{ceiling['signal_id']}")
     assert store.get(f"{prefix}primary:{fresh}") is None
@@ -223,7 +220,7 @@ def test_state_survives_a_restart_through_the_changelog(worker_factory, kafka_io
     assert "account_updated" not in exposition
 
 
-def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kafka_io):
+def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kafka_io, redis_url):
     first = worker_factory()
     env = first.env
     kafka_io.produce(
@@ -255,6 +252,15 @@ def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kaf
     signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 2, timeout=5))
     assert len(signals) == 1
     assert "expansion_signals_deduplicated_total 1.0" in metrics_of(replay)
+    # the serving view shows the co-signal and keeps the first publication's emitted_at
+    primary = orjson.loads(
+        redis.Redis.from_url(redis_url).get(f"{env['REDIS_PREFIX']}primary:again")
+    )
+    assert (primary["signal_id"], primary["co_signals"]) == (
+        signals[0]["signal_id"],
+        ["company_growth"],
+    )
+    assert primary["emitted_at"] == signals[0]["emitted_at"]
 
 
 def test_a_bad_rules_file_stops_start_up_with_one_line_naming_the_field(tmp_path):
