@@ -216,21 +216,19 @@ class Decoded:
 
 
 def _reason(error: ValidationError) -> tuple[str, str]:
-    first = error.errors(include_url=False)[0]
-    kind = first["type"]
-    where = ".".join(str(part) for part in first["loc"][1:]) or "event"
-    if kind == "union_tag_invalid":
+    """The contract's rejection reason for a validation error, and a one-line detail."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "union_tag_invalid":
         return "unknown_type", f"unknown event type: {str(first['input'].get('type'))[:64]}"
-    if kind == "timestamp" or any(
-        "timestamp" in str(err["type"]) for err in error.errors(include_url=False)
-    ):
-        timestamp_error = next(
-            err for err in error.errors(include_url=False) if "timestamp" in str(err["type"])
-        )
-        where = ".".join(str(p) for p in timestamp_error["loc"][1:]) or "timestamp"
-        return "timestamp", f"{where}: {timestamp_error['msg']}"
-    if kind == "union_tag_not_found":
+    if first["type"] == "union_tag_not_found":
         return "schema", "type: field required"
+    # a bad timestamp is named as such even when other fields are wrong too
+    bad_time = next((e for e in errors if e["type"] == "timestamp"), None)
+    if bad_time is not None:
+        where = ".".join(str(part) for part in bad_time["loc"][1:]) or "timestamp"
+        return "timestamp", f"{where}: {bad_time['msg']}"
+    where = ".".join(str(part) for part in first["loc"][1:]) or "event"
     return "schema", f"{where}: {first['msg']}"
 
 
