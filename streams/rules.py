@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -175,13 +176,22 @@ class SegmentRules(_Strict):
         return self.priority.index(trigger)
 
 
-class Rules(_Strict):
+class RulesFile(_Strict):
+    """The rules file as written: defaults, and per-segment overrides of any of them."""
+
     version: Literal[1] = 1
     default_segment: Literal[SEGMENTS] = "smb"  # type: ignore[valid-type]
     defaults: dict[str, Any] = {}
     segments: dict[Literal[SEGMENTS], dict[str, Any]] = {}  # type: ignore[valid-type]
-    digest: str = ""
-    by_segment: dict[str, SegmentRules] = {}
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Validated rules: the complete rules of each segment, and a digest of the file."""
+
+    default_segment: str
+    by_segment: dict[str, SegmentRules]
+    digest: str
 
     def for_segment(self, segment: str | None) -> SegmentRules:
         return self.by_segment[segment or self.default_segment]
@@ -207,11 +217,8 @@ def parse(data: Any, source: str = "rules") -> Rules:
     """Validate rules from parsed YAML; raise RulesError naming the bad field."""
     if not isinstance(data, dict):
         raise RulesError(f"{source}: the file must hold a mapping at the top level")
-    computed = sorted({"digest", "by_segment"} & set(data))
-    if computed:
-        raise RulesError(f"{source}: {computed[0]}: Extra inputs are not permitted")
     try:
-        shell = Rules.model_validate(data)
+        shell = RulesFile.model_validate(data)
     except ValidationError as error:
         raise RulesError(f"{source}: {_first_error(error, '')}") from None
     defaults = shell.defaults or {}
@@ -221,15 +228,13 @@ def parse(data: Any, source: str = "rules") -> Rules:
         raise RulesError(f"{source}: {_first_error(error, 'defaults')}") from None
     by_segment = {}
     for segment in SEGMENTS:
-        override = shell.segments.get(segment) or {}
-        if not isinstance(override, dict):
-            raise RulesError(f"{source}: segments.{segment}: must be a mapping")
+        override = shell.segments.get(segment, {})
         try:
             by_segment[segment] = SegmentRules.model_validate(_merge(defaults, override))
         except ValidationError as error:
             raise RulesError(f"{source}: {_first_error(error, f'segments.{segment}')}") from None
     digest = hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:12]
-    return shell.model_copy(update={"digest": digest, "by_segment": by_segment})
+    return Rules(shell.default_segment, by_segment, digest)
 
 
 def load(path: str | Path) -> Rules:
