@@ -1,0 +1,157 @@
+"""The worker process on its own: the broker it starts for itself, and Redis coming late."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from streams.embedded import free_port
+from streams.settings import ROOT
+
+
+def start_worker(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python -m streams worker` with exactly this environment, logging to a file."""
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streams", "worker"],
+            cwd=ROOT,
+            env={**env, "DATA_DIR": str(tmp_path / "data")},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, log_path
+
+
+def readyz(port: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return answer.status, orjson.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+    except OSError:
+        return 0, {}
+
+
+def wait_until(condition, what: str, log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, (
+            f"{what}\n{log_path.read_text(errors='replace')[-3000:]}"
+        )
+        time.sleep(0.3)
+
+
+def accepts(bootstrap: str) -> bool:
+    host, port = bootstrap.split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+def test_without_kafka_bootstrap_the_worker_runs_and_stops_its_own_broker(tmp_path, redis_url):
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP"}
+    port = str(free_port())
+    process, log_path = start_worker(tmp_path, {**env, "WEB_PORT": port, "REDIS_URL": redis_url})
+    try:
+        wait_until(lambda: readyz(port)[0] == 200, "worker never ready", log_path)
+        found = re.search(r"embedded Kafka broker \(Tansu\) at (\S+)", log_path.read_text())
+        assert found, log_path.read_text()
+        bootstrap = found.group(1)
+        assert accepts(bootstrap)
+    finally:
+        code = stop(process)
+    assert code == 0, log_path.read_text()[-3000:]
+    assert not accepts(bootstrap)
+
+
+def test_a_worker_without_redis_says_so_once_and_catches_up_when_it_answers(
+    tmp_path, worker_factory, kafka_io, kafka_bootstrap
+):
+    redis_server = shutil.which("redis-server")
+    assert redis_server, (
+        "redis-server is needed (make test installs it via scripts/ensure-redis.sh)"
+    )
+    # Reuse a ready worker's topics and settings, pointed at a Redis that is not there yet.
+    ready = worker_factory()
+    ready.stop()
+    redis_port = free_port()
+    web_port = str(free_port())
+    env = {**ready.env, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "WEB_PORT": web_port}
+    env["APP_ID"] = env["APP_ID"] + "-noredis"
+    process, log_path = start_worker(tmp_path, {**os.environ, **env})
+    redis_process = None
+    try:
+        wait_until(lambda: readyz(web_port)[1].get("partitions"), "never assigned", log_path)
+        status, body = readyz(web_port)
+        assert (status, body["redis"]) == (503, False)
+        events = [
+            {
+                "event_id": "r1",
+                "type": "account_updated",
+                "account_id": "late-redis",
+                "timestamp": "2026-03-01T00:00:00Z",
+                "properties": {"seat_limit": 1, "activated_at": "2025-01-01T00:00:00Z"},
+            },
+            {
+                "event_id": "r2",
+                "type": "seat_assigned",
+                "account_id": "late-redis",
+                "user_id": "u1",
+                "timestamp": "2026-03-01T01:00:00Z",
+            },
+        ]
+        kafka_io.produce(env["TOPIC_EVENTS"], orjson.dumps({"events": events}), b"late-redis")
+        wait_until(lambda: "Redis unreachable" in log_path.read_text(), "no Redis line", log_path)
+        time.sleep(3)  # retries go on meanwhile
+        log = log_path.read_text()
+        assert log.count("Redis unreachable") == 1 and "Traceback" not in log
+
+        redis_process = subprocess.Popen(
+            [
+                redis_server,
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        signals = kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 1, timeout=45)
+        assert [orjson.loads(r["value"])["trigger"] for r in signals] == ["seat_saturation"]
+        assert "Redis reachable again" in log_path.read_text()
+        wait_until(lambda: readyz(web_port)[0] == 200, "never ready with Redis", log_path)
+    finally:
+        stop(process)
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait(10)
