@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.config
 import sys
 
 USAGE = """usage: python -m streams COMMAND [options]
@@ -18,26 +19,35 @@ commands:
 
 
 def worker(argv: list[str]) -> int:
-    """Start the detector worker; a bad rules file or no broker ends it with one line."""
+    """Start the detector worker; a bad setting, rules file or broker ends it with one line."""
     import faust
+    from pydantic import ValidationError
 
     from streams.app import create_app
     from streams.embedded import EmbeddedBroker
+    from streams.io.metrics import describe_build
     from streams.io.topics import BrokerUnavailable, TopicCreationError, ensure_topics
+    from streams.logs import fatal, logging_config
     from streams.rules import RulesError, load
     from streams.settings import Settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        problem = error.errors()[0]
+        name = ".".join(str(part) for part in problem["loc"]).upper()
+        return fatal(f"bad setting {name}: {problem['msg']}", "text", code=2)
+    config = logging_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(config)
+    log = logging.getLogger("streams.worker")
     try:
         rules = load(settings.rules_file)
     except RulesError as error:
-        print(f"error: bad rules file: {error}", file=sys.stderr)
-        return 2
+        return fatal(f"bad rules file: {error}", settings.log_format, code=2)
     broker = None
     if not settings.kafka_bootstrap:
         broker = EmbeddedBroker(log_dir=settings.data_dir.parent).start()
-        print(f"embedded Kafka broker (Tansu) at {broker.bootstrap}", file=sys.stderr)
+        log.info("embedded Kafka broker (Tansu) at %s", broker.bootstrap)
         settings = settings.model_copy(
             update={"kafka_bootstrap": broker.bootstrap, "embedded_broker": True}
         )
@@ -56,24 +66,33 @@ def worker(argv: list[str]) -> int:
         if counts[settings.topic_events] == partitions:
             counts = asyncio.run(ensure_topics(bootstrap, others, partitions))
     except (BrokerUnavailable, TopicCreationError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+        return fatal(str(error), settings.log_format, code=3)
     for topic in (settings.topic_events, settings.repartition_topic):
         if topic in counts and counts[topic] != partitions:
-            print(
-                f"error: topic {topic} has {counts[topic]} partitions but TOPIC_PARTITIONS="
+            return fatal(
+                f"topic {topic} has {counts[topic]} partitions but TOPIC_PARTITIONS="
                 f"{partitions}; set TOPIC_PARTITIONS={counts[topic]}",
-                file=sys.stderr,
+                settings.log_format,
+                code=3,
             )
-            return 3
-    print(
-        f"rules {settings.rules_file} (digest {rules.digest}); broker {settings.kafka_bootstrap}; "
-        f"metrics on http://127.0.0.1:{settings.web_port}/metrics",
-        file=sys.stderr,
+    log.info(
+        "rules %s (digest %s); broker %s; metrics on http://127.0.0.1:%s/metrics",
+        settings.rules_file,
+        rules.digest,
+        settings.kafka_bootstrap,
+        settings.web_port,
     )
+    describe_build(rules.digest, str(settings.rules_file))
     app = create_app(settings, rules)
     try:
-        faust.Worker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+        faust.Worker(
+            app,
+            loglevel=settings.log_level,
+            logging_config=config,
+            quiet=True,
+            # stdout carries no signals; anything printed there is a log line like the rest
+            redirect_stdouts=False,
+        ).execute_from_commandline()
     except SystemExit as done:
         return int(done.code or 0)
     finally:

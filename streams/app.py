@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
 from faust.web import Request, Response, View
 
@@ -60,8 +62,14 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
                 if tp.topic in input_topics
             )
             redis_ok = await ledger.ping()
-            ready = bool(assigned) and not app.rebalancing and redis_ok
-            body = {"ready": ready, "partitions": assigned, "redis": redis_ok}
+            broker_ok = await reachable(settings.kafka_bootstrap or "")
+            ready = bool(assigned) and not app.rebalancing and redis_ok and broker_ok
+            body = {
+                "ready": ready,
+                "partitions": assigned,
+                "broker": broker_ok,
+                "redis": redis_ok,
+            }
             return self.json(body, status=200 if ready else 503)
 
     @app.timer(interval=5.0)
@@ -73,5 +81,22 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
                     lag = max(0, app.consumer.highwater(tp) - position)
                     metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
+    @app.timer(interval=15.0)
+    async def report_state() -> None:
+        metrics.record_state(pipeline.summaries())
+
     app.pipeline = pipeline  # type: ignore[attr-defined]
     return app
+
+
+async def reachable(bootstrap: str, timeout: float = 1.0) -> bool:
+    """Whether any of the bootstrap servers accepts a TCP connection within `timeout`."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        except (TimeoutError, OSError, ValueError):
+            continue
+        writer.close()
+        return True
+    return False

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +17,7 @@ class Settings(BaseSettings):
     Environment variables: KAFKA_BOOTSTRAP, REDIS_URL, RULES_FILE, APP_ID,
     TOPIC_EVENTS, TOPIC_SIGNALS, TOPIC_DLQ, TOPIC_DECISIONS, TOPIC_REPARTITION,
     TOPIC_PARTITIONS, WEB_PORT, REDIS_PREFIX, EMBEDDED_BROKER, DATA_DIR,
-    BROKER_REBALANCE_TIMEOUT, BROKER_SESSION_TIMEOUT, LOG_LEVEL.
+    BROKER_REBALANCE_TIMEOUT, BROKER_SESSION_TIMEOUT, LOG_LEVEL, LOG_FORMAT.
     """
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -47,7 +48,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".run/data")
     broker_rebalance_timeout: float = 3.0
     broker_session_timeout: float = 10.0
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warn", "warning", "error", "crit", "critical"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per log line"
+    )
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @property
     def repartition_topic(self) -> str:

@@ -11,6 +11,7 @@ only on the seed and its position, and the same seed always yields the same even
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import math
 import random
@@ -21,9 +22,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
+from aiokafka.errors import KafkaError
+
+from streams.events import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
+from streams.io.topics import BrokerUnavailable, TopicCreationError
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
@@ -93,6 +98,8 @@ DEPARTMENTS = (
 )
 EXTERNAL_KINDS = ("champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth")
 MALFORMED_KINDS = ("not_json", "schema", "unknown_type", "timestamp")
+# A batch envelope is closed before it reaches this size, well under the 1 MiB message limit.
+BATCH_BYTES = 900_000
 
 
 @dataclass(frozen=True)
@@ -995,21 +1002,205 @@ def messages(
         yield event["account_id"], orjson.dumps(event)
 
 
+def batches(
+    events: Iterable[dict[str, Any]], size: int, bad_fraction: float = 0.0, seed: int = 7
+) -> Iterator[tuple[str, bytes, int]]:
+    """Encode events as (account_id key, batch envelope, events in it), as the contract asks.
+
+    A batch holds up to `size` events of one account, in their order, and stays under the
+    1 MiB message limit; every account's open batch is sent when the simulated day ends, so
+    no batch spans two days. Malformed messages (`bad_fraction`) go on lines of their own.
+    """
+    if not 1 <= size <= MAX_BATCH_EVENTS:
+        raise ValueError(f"batch size must be 1..{MAX_BATCH_EVENTS}, not {size}")
+    rng = random.Random(f"{seed}:malformed")
+    pending: dict[str, list[bytes]] = {}
+    sizes: dict[str, int] = {}
+
+    def envelope(account: str) -> tuple[str, bytes, int]:
+        encoded = pending.pop(account)
+        del sizes[account]
+        return account, b'{"events":[' + b",".join(encoded) + b"]}", len(encoded)
+
+    day = None
+    for event in events:
+        today = event["timestamp"][:10]
+        if today != day:
+            for account in list(pending):
+                yield envelope(account)
+            day = today
+        account = event["account_id"]
+        if bad_fraction and rng.random() < bad_fraction:
+            yield account, malformed(rng, event), 1
+        raw = orjson.dumps(event)
+        if account in pending and sizes[account] + len(raw) + 1 > BATCH_BYTES:
+            yield envelope(account)
+        pending.setdefault(account, []).append(raw)
+        sizes[account] = sizes.get(account, len(b'{"events":[]}')) + len(raw) + 1
+        if len(pending[account]) >= size:
+            yield envelope(account)
+    for account in list(pending):
+        yield envelope(account)
+
+
+class Progress:
+    """A progress line on stderr: redrawn in place on a terminal, one line per 10 % otherwise."""
+
+    def __init__(
+        self, label: str, total: int, stream: TextIO | None = None, interval: float = 0.2
+    ) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty()
+        self.interval = interval
+        self._drawn = -interval
+        self._reported = -1  # tens of percent last reported, off a terminal
+        self._width = 0
+
+    def update(self, done: int, note: str = "") -> None:
+        """Report `done` of `total`; `note` says what that amounts to."""
+        percent = 100 if self.total <= 0 else min(100, done * 100 // self.total)
+        if self.tty:
+            now = time.monotonic()
+            if now - self._drawn < self.interval and done < self.total:
+                return
+            self._drawn = now
+            filled = percent // 5
+            text = f"{self.label}: [{'#' * filled}{'.' * (20 - filled)}] {percent:3d}% {note}"
+            self.stream.write("\r" + text.ljust(self._width))
+            self._width = len(text)
+            self.stream.flush()
+        elif percent // 10 > self._reported:
+            self._reported = percent // 10
+            print(f"{self.label}: {percent:3d}% {note}", file=self.stream)
+
+    def close(self) -> None:
+        """End the line drawn in place, so that what follows starts on a line of its own."""
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._width = 0
+
+
+class Pacer:
+    """Holds output to `rate` events per second (0: as fast as possible)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.sent = 0  # events, a malformed message counting as one
+        self.messages = 0
+        self.started = time.monotonic()
+
+    def delay(self, events: int) -> float:
+        """Count a message of `events` as sent; return how long to wait before the next."""
+        self.sent += events
+        self.messages += 1
+        if not self.rate:
+            return 0.0
+        return max(0.0, self.started + self.sent / self.rate - time.monotonic())
+
+
+def _frames(
+    events: Iterable[dict[str, Any]], batch: int, bad_fraction: float, seed: int
+) -> Iterator[tuple[str, bytes, int]]:
+    if batch > 1:
+        yield from batches(events, batch, bad_fraction, seed)
+    else:
+        for key, raw in messages(events, bad_fraction, seed):
+            yield key, raw, 1
+
+
+def _write(frames: Iterable[tuple[str, bytes, int]], out: BinaryIO, pacer: Pacer) -> None:
+    for _, raw, count in frames:
+        out.write(raw + b"\n")
+        wait = pacer.delay(count)
+        if wait > 0.01:
+            out.flush()  # whoever tails the file sees the paced stream as it comes
+            time.sleep(wait)
+
+
+async def _produce(
+    frames: Iterable[tuple[str, bytes, int]],
+    bootstrap: str,
+    topic: str,
+    out: BinaryIO | None,
+    pacer: Pacer,
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from streams.io.topics import ensure_topics
+    from streams.settings import Settings
+
+    # Some brokers (the embedded one among them) create an unknown topic with their own
+    # partition count; the detector's must match TOPIC_PARTITIONS.
+    await ensure_topics(bootstrap, [topic], Settings().topic_partitions, attempts=5, backoff=1.0)
+    # aiokafka's default partitioner is Kafka's murmur2: an account's events go to the
+    # partition its state lives on, as the contract asks of producers.
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2 * MAX_MESSAGE_BYTES
+    )
+    await producer.start()
+    try:
+        pending: list[asyncio.Future[Any]] = []
+        for key, raw, count in frames:
+            pending.append(await producer.send(topic, raw, key=key.encode()))
+            if out is not None:
+                out.write(raw + b"\n")
+            if len(pending) >= 2_000:
+                await asyncio.gather(*pending)  # raises the first failed delivery
+                pending.clear()
+            wait = pacer.delay(count)
+            if wait > 0.01:
+                await asyncio.sleep(wait)
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def _start_date(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+
+
 def main(argv: list[str]) -> int:
-    """Write a simulated run to JSONL: `python -m streams simulate --out events.jsonl`."""
+    """Write a simulated run to JSONL and/or Kafka: `python -m streams simulate --out FILE`."""
     parser = argparse.ArgumentParser(
         prog="python -m streams simulate",
-        description="Write a seeded simulated customer base as JSONL contract events.",
+        description="Write a seeded simulated customer base as contract events, to a JSONL "
+        "file, to a Kafka topic, or both; and the expansions it led to.",
     )
     parser.add_argument("--accounts", type=int, default=300)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--start",
-        type=lambda text: datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC),
+        type=_start_date,
         help="first simulated day, YYYY-MM-DD (default: DAYS days before today, UTC)",
     )
-    parser.add_argument("--out", required=True, help="events file (JSONL); '-' for stdout")
+    parser.add_argument("--out", help="events file (JSONL); '-' for stdout")
+    parser.add_argument(
+        "--kafka",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT",
+        help="send the events to Kafka, keyed by account_id (default broker: KAFKA_BOOTSTRAP)",
+    )
+    parser.add_argument("--topic", help="topic for --kafka (default: TOPIC_EVENTS)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        metavar="EVENTS_PER_SECOND",
+        help="pace the output to this many events per second (default 0: as fast as possible)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="put up to N events of one account in each message, as a batch envelope "
+        "(default 1: one event per line)",
+    )
     parser.add_argument("--outcomes", help="write the expansion outcomes here (JSONL)")
     parser.add_argument(
         "--bad-fraction",
@@ -1021,6 +1212,21 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.accounts < 0 or args.days < 0:
         parser.error("--accounts and --days must not be negative")
+    if args.out is None and args.kafka is None:
+        parser.error("say where the events go: --out FILE, --kafka [HOST:PORT], or both")
+    if args.rate < 0:
+        parser.error("--rate must not be negative")
+    if not 1 <= args.batch <= MAX_BATCH_EVENTS:
+        parser.error(f"--batch must be 1..{MAX_BATCH_EVENTS}")
+    bootstrap = topic = ""
+    if args.kafka is not None:
+        from streams.settings import Settings
+
+        settings = Settings()
+        bootstrap = args.kafka or settings.kafka_bootstrap or ""
+        topic = args.topic or settings.topic_events
+        if not bootstrap:
+            parser.error("--kafka needs HOST:PORT, or KAFKA_BOOTSTRAP in the environment")
 
     simulation = Simulation(
         args.accounts,
@@ -1029,36 +1235,56 @@ def main(argv: list[str]) -> int:
         args.start,
         duplicate_fraction=args.duplicate_fraction,
     )
-    written = 0
-    reported = 0
+    pacer = Pacer(args.rate)
+    bar = Progress("simulate", args.days)
 
     def progress(day: int, days: int) -> None:
-        nonlocal reported
-        percent = day * 100 // days
-        if percent // 10 > reported // 10 or day == days:
-            reported = percent
-            print(f"simulate: {percent:3d}% day {day}/{days}, {written:,} lines", file=sys.stderr)
+        elapsed = max(time.monotonic() - pacer.started, 1e-9)
+        bar.update(
+            day, f"day {day}/{days}, {pacer.sent:,} events, {pacer.sent / elapsed:,.0f} events/s"
+        )
 
-    def write(out: BinaryIO) -> None:
-        nonlocal written
-        lines = messages(simulation.events(progress), args.bad_fraction, args.seed)
-        for _, raw in lines:
-            out.write(raw)
-            out.write(b"\n")
-            written += 1
-
-    if args.out == "-":
-        write(sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-    else:
-        with open(args.out, "wb") as out:
-            write(out)
+    frames = _frames(simulation.events(progress), args.batch, args.bad_fraction, args.seed)
+    out: BinaryIO | None = None
+    try:
+        if args.out == "-":
+            out = sys.stdout.buffer
+        elif args.out is not None:
+            out = open(args.out, "wb")  # closed below, after Kafka too
+        if args.kafka is not None:
+            asyncio.run(_produce(frames, bootstrap, topic, out, pacer))
+        else:
+            assert out is not None
+            _write(frames, out, pacer)
+    except (OSError, KafkaError, BrokerUnavailable, TopicCreationError) as error:
+        bar.close()
+        print(f"error: simulate: {error}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        bar.close()
+        return 130
+    finally:
+        if out is sys.stdout.buffer:
+            out.flush()
+        elif out is not None:
+            out.close()
+    bar.close()
     if args.outcomes:
-        with open(args.outcomes, "wb") as out:
+        with open(args.outcomes, "wb") as file:
             for outcome in simulation.outcomes:
-                out.write(orjson.dumps(outcome) + b"\n")
+                file.write(orjson.dumps(outcome) + b"\n")
+    where = " and ".join(
+        part
+        for part in (
+            args.out and ("stdout" if args.out == "-" else args.out),
+            args.kafka is not None and f"Kafka {bootstrap} topic {topic}",
+        )
+        if part
+    )
     print(
-        f"simulate: wrote {written:,} lines for {args.accounts} accounts over {args.days} days"
+        f"simulate: wrote {pacer.sent:,} events"
+        + (f" in {pacer.messages:,} messages" if args.batch > 1 else "")
+        + f" for {args.accounts} accounts over {args.days} days to {where}"
         + (f", {len(simulation.outcomes)} outcomes to {args.outcomes}" if args.outcomes else ""),
         file=sys.stderr,
     )

@@ -264,6 +264,13 @@ class AccountState:
             ]
         )
 
+    @staticmethod
+    def summary(data: bytes) -> tuple[float | None, dict[str, float]]:
+        """The account's clock and when each trigger last published, read from a stored value."""
+        values = orjson.loads(data)
+        triggers: dict[str, list[Any]] = values[20]
+        return values[2], {name: memo[1] for name, memo in triggers.items() if memo[1] is not None}
+
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         values = orjson.loads(data)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 
 from streams.domain.decide import Detector, Outcome
 from streams.domain.state import AccountState
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 # Kept of a rejected input in its DLQ record, so that the record itself stays well under
 # the 1 MB a Kafka broker accepts by default, even after JSON escaping.
 DLQ_RAW_LIMIT = 128 * 1024
+SEND_RETRY_MAX_SECONDS = 10.0
+# A send that fails with these is sent again; anything else is a bug and stops the worker.
+SEND_ERRORS = (KafkaError, TimeoutError, ConnectionError)
+Record = tuple[faust.TopicT, bytes | None, bytes]
 
 
 def dlq_record(rejection: Rejection, message: Any) -> bytes:
@@ -66,6 +71,7 @@ class Pipeline:
         self.detector = detector
         self.ledger = ledger
         self.partitions = settings.topic_partitions
+        self.broker_failing = False
 
         def raw_topic(*names: str) -> faust.TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -87,9 +93,20 @@ class Pipeline:
     async def on_message(self, message: Any, key: bytes | None, value: bytes | None) -> None:
         """Decode one message and process each account's events where its state lives."""
         decoded = decode(value)
-        for rejection in decoded.rejections:
-            metrics.REJECTED.labels(rejection.reason).inc()
-            await self.dlq.send(key=key, value=dlq_record(rejection, message))
+        if decoded.rejections:
+            for rejection in decoded.rejections:
+                metrics.REJECTED.labels(rejection.reason).inc()
+                log.warning(
+                    "rejected to DLQ reason=%s topic=%s partition=%s offset=%s index=%s: %s",
+                    rejection.reason,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    rejection.index,
+                    rejection.detail,
+                )
+            records = [(self.dlq, key, dlq_record(bad, message)) for bad in decoded.rejections]
+            await self.deliver(records)
         by_account: dict[str, tuple[list[Event], list[dict[str, Any]]]] = {}
         for event, source in zip(decoded.events, decoded.sources, strict=True):
             events, sources = by_account.setdefault(event.account_id, ([], []))
@@ -109,6 +126,8 @@ class Pipeline:
                 )
                 continue
             await self.process_account(account, events, message.timestamp)
+        metrics.MESSAGES.inc()
+        metrics.LAST_MESSAGE.set(time.time())
 
     async def process_account(self, account: str, events: list[Event], sent_at: float) -> None:
         """Apply an account's events in order, publish what they lead to, then save state."""
@@ -131,22 +150,24 @@ class Pipeline:
         self.accounts[account_key] = state.to_bytes()
 
     async def publish(self, account_key: bytes, outcomes: list[Outcome], sent_at: float) -> None:
-        deliveries: list[tuple[dict[str, Any], Awaitable[Any]]] = []
+        records: list[Record] = []
+        signals: list[dict[str, Any]] = []
         serving = None
         for outcome in outcomes:
             for decision in outcome.decisions:
                 metrics.DECISIONS.labels(decision["reason"]).inc()
-                await self.decisions.send(key=account_key, value=orjson.dumps(decision))
+                records.append((self.decisions, account_key, orjson.dumps(decision)))
             for signal in outcome.signals:
                 if await self.ledger.published(signal["signal_id"]):
                     metrics.SIGNALS_DEDUPLICATED.inc()
                     continue
                 signal = {**signal, "emitted_at": wall_clock()}
-                sent = await self.signals.send(key=account_key, value=orjson.dumps(signal))
-                deliveries.append((signal, sent))
+                records.append((self.signals, account_key, orjson.dumps(signal)))
+                signals.append(signal)
             serving = outcome.serving or serving
-        for signal, sent in deliveries:
-            await sent
+        if records:
+            await self.deliver(records)
+        for signal in signals:
             await self.ledger.mark_published(signal["signal_id"])
             metrics.SIGNALS.labels(signal["trigger"], signal["route"]).inc()
             metrics.LATENCY.observe(max(0.0, time.time() - sent_at))
@@ -160,8 +181,55 @@ class Pipeline:
                 signal["score"],
             )
         if serving is not None:
-            sent_now = {signal["signal_id"]: signal for signal, _ in deliveries}
+            sent_now = {signal["signal_id"]: signal for signal in signals}
             await self.ledger.serve(sent_now.get(serving["signal_id"], serving))
+
+    async def deliver(self, records: list[Record]) -> None:
+        """Send records and wait until the broker has acked each; a failed send is sent again.
+
+        While the broker fails, processing waits here: the input offset is not committed,
+        and nothing after these records is sent.
+        """
+        sent = [(record, await self._send(record)) for record in records]
+        for record, delivery in sent:
+            delay = 0.5
+            while True:
+                try:
+                    await delivery
+                    break
+                except SEND_ERRORS as error:
+                    topic = record[0].get_topic_name()
+                    metrics.BROKER_ERRORS.labels(topic).inc()
+                    metrics.PUBLISH_RETRIES.labels(topic).inc()
+                    if not self.broker_failing:
+                        self.broker_failing = True
+                        log.warning(
+                            "send to %s failed (%s); retrying until the broker acks it",
+                            topic,
+                            error.__class__.__name__,
+                        )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, SEND_RETRY_MAX_SECONDS)
+                    delivery = await self._send(record)
+            if self.broker_failing:
+                self.broker_failing = False
+                log.info("sends to the broker succeed again")
+
+    async def _send(self, record: Record) -> Any:
+        topic, key, value = record
+        try:
+            return await topic.send(key=key, value=value)
+        except SEND_ERRORS as error:
+            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            failed.set_exception(error)
+            return failed
+
+    def summaries(self) -> list[tuple[int, float | None, dict[str, float]]]:
+        """(size, clock, {trigger: published at}) of every account this worker holds."""
+        return [
+            (len(value), *AccountState.summary(value))
+            for value in list(self.accounts.data.values())
+        ]
 
 
 def register(app: faust.App, pipeline: Pipeline) -> None:

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+import platform
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from streams.rules import TRIGGERS
+
+# The window over which each trigger's reach is measured: a quarter and a bit, as the
+# rule of thumb "a healthy trigger fires on 5-15 % of active accounts a quarter" asks.
+REACH_WINDOW_SECONDS = 90 * 86_400
 
 EVENTS = Counter("expansion_events_total", "Valid events consumed, by event type", ["type"])
 DUPLICATES = Counter(
@@ -13,11 +30,20 @@ LATE = Counter(
     "Events older than the account's clock minus the late allowance: state only, no triggers",
 )
 REJECTED = Counter(
-    "expansion_events_rejected_total", "Events or messages sent to the DLQ, by reason", ["reason"]
+    "expansion_events_rejected_total",
+    "Events or messages sent to the DLQ, by reason",
+    ["reason"],
 )
 REPARTITIONED = Counter(
     "expansion_events_repartitioned_total",
     "Events forwarded to their account's partition because they arrived on another one",
+)
+MESSAGES = Counter(
+    "expansion_messages_total", "Input messages consumed (one message may hold a batch of events)"
+)
+LAST_MESSAGE = Gauge(
+    "expansion_last_message_timestamp_seconds",
+    "Unix time at which the worker last finished processing an input message",
 )
 SIGNALS = Counter(
     "expansion_signals_total", "Signals published, by trigger and route", ["trigger", "route"]
@@ -38,11 +64,76 @@ REDIS_ERRORS = Counter(
     "expansion_redis_errors_total", "Redis operations that failed and were retried"
 )
 REDIS_UP = Gauge("expansion_redis_up", "1 when the last Redis operation succeeded, else 0")
+BROKER_ERRORS = Counter(
+    "expansion_broker_errors_total",
+    "Sends to the broker that failed, by topic (each is retried)",
+    ["topic"],
+)
+PUBLISH_RETRIES = Counter(
+    "expansion_publish_retries_total",
+    "Signal, decision and DLQ records sent again after a failed send, by topic",
+    ["topic"],
+)
 LAG = Gauge(
     "expansion_consumer_lag",
     "Messages not yet processed, per input partition",
     ["topic", "partition"],
 )
+ACCOUNTS = Gauge("expansion_accounts_in_state", "Accounts held in this worker's state table")
+STATE_BYTES = Gauge(
+    "expansion_state_bytes", "Size of the account values held in this worker's state table"
+)
+ACTIVE_ACCOUNTS = Gauge(
+    "expansion_active_accounts",
+    "Accounts in this worker's state with an event in the last 90 days (event time)",
+)
+TRIGGER_ACCOUNTS = Gauge(
+    "expansion_trigger_accounts",
+    "Active accounts on which the trigger published a signal in the last 90 days (event time)",
+    ["trigger"],
+)
+TRIGGER_REACH = Gauge(
+    "expansion_trigger_reach_ratio",
+    "Share of active accounts the trigger published on in the last 90 days "
+    "(healthy: 0.05 to 0.15)",
+    ["trigger"],
+)
+BUILD = Info("expansion_build", "Version of the detector and digest of the rules file it runs")
+
+
+def describe_build(rules_digest: str, rules_file: str) -> None:
+    """Set the build/rules info series; call once at start-up."""
+    try:
+        ours = version("expansion-signals")
+    except PackageNotFoundError:
+        ours = "unknown"
+    BUILD.info(
+        {
+            "version": ours,
+            "python": platform.python_version(),
+            "rules_digest": rules_digest,
+            "rules_file": rules_file,
+        }
+    )
+
+
+def record_state(summaries: Iterable[tuple[int, float | None, dict[str, float]]]) -> None:
+    """Set the state-size and trigger-reach gauges from (size, clock, {trigger: published at}).
+
+    The window ends at the latest event time held, so a replay of old history is measured
+    against its own time, not the wall clock.
+    """
+    rows = list(summaries)
+    ACCOUNTS.set(len(rows))
+    STATE_BYTES.set(sum(size for size, _, _ in rows))
+    clocks = [clock for _, clock, _ in rows if clock is not None]
+    since = (max(clocks) if clocks else 0.0) - REACH_WINDOW_SECONDS
+    active = [published for _, clock, published in rows if clock is not None and clock >= since]
+    ACTIVE_ACCOUNTS.set(len(active))
+    for trigger in TRIGGERS:
+        reached = sum(1 for published in active if published.get(trigger, -1.0) >= since)
+        TRIGGER_ACCOUNTS.labels(trigger).set(reached)
+        TRIGGER_REACH.labels(trigger).set(reached / len(active) if active else 0.0)
 
 
 def exposition() -> tuple[bytes, str]:

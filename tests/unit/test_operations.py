@@ -1,0 +1,123 @@
+"""Operations pieces that need no broker: state gauges, log lines, bad settings."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import orjson
+from prometheus_client import REGISTRY
+
+from streams.domain.state import AccountState
+from streams.io import metrics
+from streams.logs import ExpectedErrors, JsonFormatter, logging_config
+from streams.settings import ROOT
+
+DAY = 86_400.0
+NOW = 1_780_000_000.0
+
+
+def stored(account: str, clock: float | None, published: dict[str, float]) -> bytes:
+    state = AccountState(account)
+    state.now = clock
+    state.triggers = {name: [1.0, at, []] for name, at in published.items()}
+    state.triggers["invite_surge"] = [None, None, ["1|cooldown"]]  # logged, never published
+    return state.to_bytes()
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_trigger_reach_counts_active_accounts_over_the_last_90_days_of_event_time() -> None:
+    values = [
+        stored("a", NOW, {"seat_saturation": NOW - 10 * DAY}),
+        stored("b", NOW - 30 * DAY, {"seat_saturation": NOW - 95 * DAY, "usage_ceiling": NOW}),
+        stored("c", NOW - 5 * DAY, {}),
+        stored("d", NOW - 120 * DAY, {"seat_saturation": NOW - 120 * DAY}),  # not active
+        stored("e", None, {}),  # only a rejected history: no clock
+    ]
+    metrics.record_state((len(value), *AccountState.summary(value)) for value in values)
+
+    assert gauge("expansion_accounts_in_state") == 5
+    assert gauge("expansion_state_bytes") == sum(len(value) for value in values)
+    assert gauge("expansion_active_accounts") == 3
+    assert gauge("expansion_trigger_accounts", trigger="seat_saturation") == 1
+    assert gauge("expansion_trigger_reach_ratio", trigger="seat_saturation") == 1 / 3
+    assert gauge("expansion_trigger_reach_ratio", trigger="usage_ceiling") == 1 / 3
+    assert gauge("expansion_trigger_reach_ratio", trigger="invite_surge") == 0
+
+
+def test_no_accounts_gives_zero_reach_not_an_error() -> None:
+    metrics.record_state([])
+    assert gauge("expansion_active_accounts") == 0
+    assert gauge("expansion_trigger_reach_ratio", trigger="new_department") == 0
+
+
+def test_build_info_carries_the_rules_digest() -> None:
+    metrics.describe_build("abc123", "config/rules.yaml")
+    labels = {"rules_digest": "abc123", "rules_file": "config/rules.yaml"}
+    samples = [
+        sample
+        for family in REGISTRY.collect()
+        if family.name == "expansion_build"
+        for sample in family.samples
+    ]
+    assert [sample.value for sample in samples] == [1.0]
+    assert labels.items() <= samples[0].labels.items()
+
+
+def record(message: str, error: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(error), error, None) if error else None
+    return logging.LogRecord("streams.io.agents", logging.WARNING, "", 0, message, (), exc_info)
+
+
+def test_json_lines_name_time_level_logger_and_message() -> None:
+    line = orjson.loads(JsonFormatter().format(record("signal s1 account=acme")))
+    assert line["level"] == "warning" and line["logger"] == "streams.io.agents"
+    assert line["message"] == "signal s1 account=acme" and line["time"].endswith("Z")
+
+
+def test_an_expected_connection_error_is_one_line_without_a_traceback() -> None:
+    entry = record("Unable to connect", ConnectionRefusedError(111, "Connection refused"))
+    assert ExpectedErrors().filter(entry)
+    line = orjson.loads(JsonFormatter().format(entry))
+    assert "traceback" not in line
+    assert line["message"] == (
+        "Unable to connect (ConnectionRefusedError: [Errno 111] Connection refused)"
+    )
+
+
+def test_an_unexpected_error_keeps_its_traceback() -> None:
+    try:
+        raise KeyError("plan")
+    except KeyError as error:
+        entry = logging.LogRecord(
+            "streams", logging.ERROR, "", 0, "crashed", (), (KeyError, error, error.__traceback__)
+        )
+    ExpectedErrors().filter(entry)
+    line = orjson.loads(JsonFormatter().format(entry))
+    assert line["error"] == "KeyError" and "Traceback" in line["traceback"]
+
+
+def test_framework_loggers_are_quiet_unless_debugging() -> None:
+    assert logging_config("info", "text")["loggers"]["faust"]["level"] == "WARNING"
+    assert logging_config("debug", "json")["loggers"]["aiokafka"]["level"] == "DEBUG"
+    assert logging_config("warn", "text")["root"]["level"] == "WARNING"
+
+
+def test_a_bad_setting_stops_the_worker_with_one_line_naming_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"],
+        cwd=ROOT,
+        env={**os.environ, "LOG_FORMAT": "xml", "KAFKA_BOOTSTRAP": "127.0.0.1:1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: bad setting LOG_FORMAT: Input should be 'text' or 'json'"
+    ]
