@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Touched after each install, so pip runs again only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv redis test test-unit demo worker broker lint clean
+.PHONY: help venv redis prometheus test test-unit demo worker broker bench lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,7 +27,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 redis: ## Make sure Redis answers at REDIS_URL (installs and starts one if needed)
 	@scripts/ensure-redis.sh
 
-test: venv redis ## Run the whole suite: unit and integration (real broker and Redis)
+prometheus: ## Make sure Debian's prometheus and promtool are installed (for the tests)
+	@scripts/ensure-prometheus.sh
+
+test: venv redis prometheus ## Run the whole suite: unit and integration (real broker and Redis)
 	$(BIN)/pytest -q
 
 test-unit: venv ## Run the unit tests only (no broker, no Redis)
@@ -38,6 +41,9 @@ demo: venv redis ## Run the end-to-end demo (python -m streams demo)
 
 worker: venv redis ## Run the worker (embedded broker unless KAFKA_BOOTSTRAP is set)
 	$(BIN)/python -m streams worker
+
+bench: venv redis ## Measure throughput, latency and state size beside framework anchors
+	$(BIN)/python -m bench
 
 broker: venv ## Run the embedded Kafka broker (Tansu) until Ctrl-C
 	$(BIN)/python -m streams broker

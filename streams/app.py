@@ -74,6 +74,7 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
+        metrics.LAG.clear()  # partitions this worker no longer holds are someone else's to report
         for tp in app.consumer.assignment():
             if tp.topic in input_topics:
                 position = await app.consumer.position(tp)
@@ -81,9 +82,12 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
                     lag = max(0, app.consumer.highwater(tp) - position)
                     metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
+    triggers = sorted({t for segment in rules.by_segment.values() for t in segment.enabled})
+
     @app.timer(interval=15.0)
     async def report_state() -> None:
-        metrics.record_state(pipeline.summaries())
+        metrics.record_state(pipeline.summaries(), triggers)
+        await ledger.ping()
 
     app.pipeline = pipeline  # type: ignore[attr-defined]
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -173,7 +174,16 @@ class SegmentRules(_Strict):
 
     def rank(self, trigger: str) -> int:
         """0 for the highest priority."""
-        return self.priority.index(trigger)
+        return self.ranks[trigger]
+
+    @cached_property
+    def ranks(self) -> dict[str, int]:
+        return {trigger: rank for rank, trigger in enumerate(self.priority)}
+
+    @cached_property
+    def enabled(self) -> tuple[str, ...]:
+        """The enabled triggers, highest priority first."""
+        return tuple(t for t in self.priority if getattr(self.triggers, t).enabled)
 
 
 class RulesFile(_Strict):

@@ -68,8 +68,14 @@ def failed_gate(state: AccountState, rules: SegmentRules) -> tuple[str, dict[str
         }
     window = gates.churn_window_days
     today = state.today
-    recent = state.active_users(today - window + 1, today)
-    before = state.active_users(today - 2 * window + 1, today - window)
+    recent, before = state.memoized(
+        "churn",
+        window,
+        lambda: (
+            state.active_users(today - window + 1, today),
+            state.active_users(today - 2 * window + 1, today - window),
+        ),
+    )
     if before and recent < gates.churn_ratio * before:
         return "gated_churn_risk", {
             "active_users_recent": recent,

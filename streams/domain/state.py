@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -19,6 +21,7 @@ from streams.events import (
     UserActive,
 )
 
+T = TypeVar("T")
 DAY = 86_400.0
 # How many days of per-user activity are kept: enough for the longest window the
 # rules allow (60 days), and for the churn gate's two back-to-back windows (2 x 30).
@@ -32,10 +35,16 @@ def day_of(seconds: float) -> int:
 
 def month_of(seconds: float) -> int:
     """UTC calendar month of an event time, as year * 12 + month - 1."""
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
+    return _month_of_day(int(seconds // DAY))
+
+
+@lru_cache(maxsize=4096)
+def _month_of_day(day: int) -> int:
+    moment = datetime.fromtimestamp(day * DAY, tz=UTC)
     return moment.year * 12 + moment.month - 1
 
 
+@lru_cache(maxsize=4096)
 def month_start(month: int) -> float:
     return datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC).timestamp()
 
@@ -75,7 +84,11 @@ class AccountState:
         "triggers",
         "primary",
         "pruned_day",
+        "revision",
+        "memo",
     )
+    # Caches of window queries: not stored, rebuilt on demand after a restore.
+    TRANSIENT = ("revision", "memo")
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
@@ -102,6 +115,10 @@ class AccountState:
         self.triggers: dict[str, list[Any]] = {}
         self.primary: list[Any] | None = None  # [signal dict, account clock when published]
         self.pruned_day = 0
+        # Not stored: `revision` counts changes to users, departments, gate hits and invites,
+        # so that window queries over them can be reused while it and the day stay the same.
+        self.revision = 0
+        self.memo: dict[str, tuple[Any, Any]] = {}
 
     # -- applying events -------------------------------------------------
 
@@ -128,8 +145,10 @@ class AccountState:
             self.gate_features[feature] = max(day, self.gate_features.get(feature, day))
             self.gate_users[event.user_id] = max(day, self.gate_users.get(event.user_id, day))
             self.gate_hits[day] = self.gate_hits.get(day, 0) + 1
+            self.revision += 1
         elif isinstance(event, InviteSent):
             self.invites[day] = self.invites.get(day, 0) + 1
+            self.revision += 1
         if event.user_id is not None:
             department = None
             if isinstance(event, SeatAssigned | SeatRemoved | UserActive):
@@ -160,20 +179,24 @@ class AccountState:
     def _mark_active(self, user: str, day: int, department: str | None, ts: float) -> None:
         record = self.users.get(user)
         if record is None:
-            record = self.users[user] = [day, 1, department]
+            self.users[user] = [day, 1, department]
+            self.revision += 1
         else:
-            last_day = record[0]
+            last_day, mask, known_department = record
             if day > last_day:
-                record[1] = ((record[1] << (day - last_day)) | 1) & ((1 << HISTORY_DAYS) - 1)
+                record[1] = ((mask << (day - last_day)) | 1) & ((1 << HISTORY_DAYS) - 1)
                 record[0] = day
             elif last_day - day < HISTORY_DAYS:
-                record[1] |= 1 << (last_day - day)
+                record[1] = mask | 1 << (last_day - day)
             if department is not None:
                 record[2] = department
+            if record[0] != last_day or record[1] != mask or record[2] != known_department:
+                self.revision += 1
         if department is not None:
             first = self.departments.get(department)
             if first is None or ts < first:
                 self.departments[department] = ts
+                self.revision += 1
 
     def _track_saturation(self, ts: float, floor: float) -> None:
         if self.seat_limit and len(self.seats) / self.seat_limit >= floor:
@@ -192,6 +215,7 @@ class AccountState:
         if self.now is not None:
             self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
+        self.revision += 1
 
     def seen_at(self, key: int) -> float | None:
         """Event time of the event with this key, while it is still remembered."""
@@ -210,6 +234,16 @@ class AccountState:
         self.seen[key] = [ts, max(ts, self.now) + window]
 
     # -- window queries ----------------------------------------------------
+
+    def memoized(self, name: str, key: Any, compute: Callable[[], T]) -> T:
+        """compute(), or its last result while `key` and the day and revision stay the same."""
+        full_key = (key, self.today, self.revision)
+        hit = self.memo.get(name)
+        if hit is not None and hit[0] == full_key:
+            return cast(T, hit[1])
+        value = compute()
+        self.memo[name] = (full_key, value)
+        return value
 
     @property
     def today(self) -> int:

@@ -25,37 +25,44 @@ def _level_reached(levels: list[float], ratio: float) -> float | None:
 
 def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
     """A meter at >= 80 % of its monthly limit, or projected to reach it within 14 days."""
+    if not state.usage or not state.usage_limits:
+        return None
     rule = rules.triggers.usage_ceiling
     assert state.now is not None
     month = month_of(state.now)
     days_elapsed = (state.now - month_start(month)) / DAY
     # usage resets with the month: a limit reached only after that is no ceiling
     days_left = (month_start(month + 1) - state.now) / DAY
-    best: tuple[float, float, dict[str, Any]] | None = None
+    best: tuple[float, float, str, float | None] | None = None
     for meter, (meter_month, used) in sorted(state.usage.items()):
         limit = state.usage_limits.get(meter)
         if not limit or meter_month != month:
             continue
         ratio = used / limit
-        evidence: dict[str, Any] = {
-            "meter": meter,
-            "usage": round(used, 3),
-            "limit": limit,
-            "ratio": round(ratio, 4),
-            "month": f"{month // 12:04d}-{month % 12 + 1:02d}",
-            "days_elapsed": round(days_elapsed, 2),
-            "basis": "usage",
-        }
         level = _level_reached(rule.levels, ratio)
+        projected = None
         if level is None and days_elapsed >= rule.projection_min_days and used > 0:
             days_to_limit = (limit - used) / (used / days_elapsed)
             if days_to_limit <= min(rule.projection_days, days_left):
-                level = rule.levels[0]
-                evidence["basis"] = "projection"
-                evidence["projected_days_to_limit"] = round(days_to_limit, 2)
+                level, projected = rule.levels[0], days_to_limit
         if level is not None and (best is None or (level, ratio) > best[:2]):
-            best = (level, ratio, evidence)
-    return Fired("usage_ceiling", best[0], best[2]) if best else None
+            best = (level, ratio, meter, projected)
+    if best is None:
+        return None
+    level, ratio, meter, projected = best
+    evidence: dict[str, Any] = {
+        "meter": meter,
+        "usage": round(state.usage[meter][1], 3),
+        "limit": state.usage_limits[meter],
+        "ratio": round(ratio, 4),
+        "month": f"{month // 12:04d}-{month % 12 + 1:02d}",
+        "days_elapsed": round(days_elapsed, 2),
+        "basis": "usage",
+    }
+    if projected is not None:
+        evidence["basis"] = "projection"
+        evidence["projected_days_to_limit"] = round(projected, 2)
+    return Fired("usage_ceiling", level, evidence)
 
 
 def seat_saturation(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
@@ -86,7 +93,13 @@ def seat_saturation(state: AccountState, event: Event, rules: SegmentRules) -> F
 
 def gated_feature_demand(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
     """Many distinct gated features hit recently, or many gate hits by several users."""
+    if not state.gate_hits:
+        return None
     rule = rules.triggers.gated_feature_demand
+    return state.memoized("gated_feature_demand", rule, lambda: _gated_feature_demand(state, rule))
+
+
+def _gated_feature_demand(state: AccountState, rule: Any) -> Fired | None:
     today = state.today
     recent = today - rule.distinct_window_days + 1
     features = sorted(f for f, day in state.gate_features.items() if day >= recent)
@@ -110,8 +123,12 @@ def gated_feature_demand(state: AccountState, event: Event, rules: SegmentRules)
 
 def invite_surge(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
     """Many invites sent in the window."""
+    if not state.invites:
+        return None
     rule = rules.triggers.invite_surge
-    invites = state.window_sum(state.invites, rule.window_days)
+    invites = state.memoized(
+        "invites", rule.window_days, lambda: state.window_sum(state.invites, rule.window_days)
+    )
     if invites < rule.invites:
         return None
     return Fired("invite_surge", 1.0, {"invites": invites, "window_days": rule.window_days})
@@ -126,6 +143,10 @@ def new_department(state: AccountState, event: Event, rules: SegmentRules) -> Fi
     known_since = min(state.departments.values())
     if state.now - known_since < rule.departments_known_days * DAY:
         return None
+    return state.memoized("new_department", rule, lambda: _new_department(state, rule, known_since))
+
+
+def _new_department(state: AccountState, rule: Any, known_since: float) -> Fired | None:
     today = state.today
     first = today - rule.window_days + 1
     best: tuple[int, str] | None = None
@@ -158,6 +179,12 @@ def new_department(state: AccountState, event: Event, rules: SegmentRules) -> Fi
 def power_user_emergence(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
     """A user active on at least twice the account's mean active days in the window."""
     rule = rules.triggers.power_user_emergence
+    if len(state.users) < rule.min_active_users:
+        return None
+    return state.memoized("power_user_emergence", rule, lambda: _power_user_emergence(state, rule))
+
+
+def _power_user_emergence(state: AccountState, rule: Any) -> Fired | None:
     today = state.today
     first = today - rule.window_days + 1
     days = {
@@ -213,9 +240,8 @@ TRIGGER_CHECKS: dict[str, Callable[[AccountState, Event, SegmentRules], Fired | 
 def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fired]:
     """Every enabled trigger whose condition holds now, highest priority first."""
     fired = []
-    for trigger in rules.priority:
-        if getattr(rules.triggers, trigger).enabled:
-            result = TRIGGER_CHECKS[trigger](state, event, rules)
-            if result is not None:
-                fired.append(result)
+    for trigger in rules.enabled:
+        result = TRIGGER_CHECKS[trigger](state, event, rules)
+        if result is not None:
+            fired.append(result)
     return fired

@@ -69,11 +69,13 @@ class Ledger:
             return result
 
     async def ping(self) -> bool:
-        """True when Redis answers now (no retry): for readiness checks."""
+        """True when Redis answers now (no retry): for readiness checks and the up gauge."""
         try:
-            return bool(await self.redis.ping())
+            up = bool(await self.redis.ping())
         except (RedisConnectionError, RedisTimeoutError, OSError):
-            return False
+            up = False
+        metrics.REDIS_UP.set(int(up))
+        return up
 
     async def published(self, signal_id: str) -> bool:
         key = f"{self.prefix}ledger:{signal_id}"

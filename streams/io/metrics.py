@@ -15,8 +15,6 @@ from prometheus_client import (
     generate_latest,
 )
 
-from streams.rules import TRIGGERS
-
 # The window over which each trigger's reach is measured: a quarter and a bit, as the
 # rule of thumb "a healthy trigger fires on 5-15 % of active accounts a quarter" asks.
 REACH_WINDOW_SECONDS = 90 * 86_400
@@ -117,8 +115,11 @@ def describe_build(rules_digest: str, rules_file: str) -> None:
     )
 
 
-def record_state(summaries: Iterable[tuple[int, float | None, dict[str, float]]]) -> None:
-    """Set the state-size and trigger-reach gauges from (size, clock, {trigger: published at}).
+def record_state(
+    summaries: Iterable[tuple[int, float | None, dict[str, float]]], triggers: Iterable[str]
+) -> None:
+    """Set the state-size gauges, and the reach of the enabled `triggers`, from account
+    summaries (size, clock, {trigger: published at}).
 
     The window ends at the latest event time held, so a replay of old history is measured
     against its own time, not the wall clock.
@@ -130,7 +131,7 @@ def record_state(summaries: Iterable[tuple[int, float | None, dict[str, float]]]
     since = (max(clocks) if clocks else 0.0) - REACH_WINDOW_SECONDS
     active = [published for _, clock, published in rows if clock is not None and clock >= since]
     ACTIVE_ACCOUNTS.set(len(active))
-    for trigger in TRIGGERS:
+    for trigger in triggers:
         reached = sum(1 for published in active if published.get(trigger, -1.0) >= since)
         TRIGGER_ACCOUNTS.labels(trigger).set(reached)
         TRIGGER_REACH.labels(trigger).set(reached / len(active) if active else 0.0)

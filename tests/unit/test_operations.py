@@ -39,7 +39,8 @@ def test_trigger_reach_counts_active_accounts_over_the_last_90_days_of_event_tim
         stored("d", NOW - 120 * DAY, {"seat_saturation": NOW - 120 * DAY}),  # not active
         stored("e", None, {}),  # only a rejected history: no clock
     ]
-    metrics.record_state((len(value), *AccountState.summary(value)) for value in values)
+    summaries = [(len(value), *AccountState.summary(value)) for value in values]
+    metrics.record_state(summaries, ["seat_saturation", "usage_ceiling", "invite_surge"])
 
     assert gauge("expansion_accounts_in_state") == 5
     assert gauge("expansion_state_bytes") == sum(len(value) for value in values)
@@ -51,9 +52,16 @@ def test_trigger_reach_counts_active_accounts_over_the_last_90_days_of_event_tim
 
 
 def test_no_accounts_gives_zero_reach_not_an_error() -> None:
-    metrics.record_state([])
+    metrics.record_state([], ["new_department"])
     assert gauge("expansion_active_accounts") == 0
     assert gauge("expansion_trigger_reach_ratio", trigger="new_department") == 0
+
+
+def test_a_disabled_trigger_reports_no_reach_rather_than_zero() -> None:
+    metrics.TRIGGER_REACH.clear()
+    metrics.record_state([(10, NOW, {})], ["usage_ceiling"])
+    assert gauge("expansion_trigger_reach_ratio", trigger="usage_ceiling") == 0
+    assert gauge("expansion_trigger_reach_ratio", trigger="company_growth") is None
 
 
 def test_build_info_carries_the_rules_digest() -> None:
