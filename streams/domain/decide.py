@@ -68,13 +68,9 @@ def failed_gate(state: AccountState, rules: SegmentRules) -> tuple[str, dict[str
         }
     window = gates.churn_window_days
     today = state.today
-    recent, before = state.memoized(
-        "churn",
-        window,
-        lambda: (
-            state.active_users(today - window + 1, today),
-            state.active_users(today - 2 * window + 1, today - window),
-        ),
+    recent = len(state.active_day_counts(window))
+    before = state.memoized(
+        "churn_before", window, lambda: state.active_users(today - 2 * window + 1, today - window)
     )
     if before and recent < gates.churn_ratio * before:
         return "gated_churn_risk", {

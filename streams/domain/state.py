@@ -86,9 +86,10 @@ class AccountState:
         "pruned_day",
         "revision",
         "memo",
+        "active_counts",
     )
     # Caches of window queries: not stored, rebuilt on demand after a restore.
-    TRANSIENT = ("revision", "memo")
+    TRANSIENT = ("revision", "memo", "active_counts")
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
@@ -119,6 +120,9 @@ class AccountState:
         # so that window queries over them can be reused while it and the day stay the same.
         self.revision = 0
         self.memo: dict[str, tuple[Any, Any]] = {}
+        # window days -> (day, {user: active days in the window ending that day}), kept
+        # current user by user as activity arrives
+        self.active_counts: dict[int, tuple[int, dict[str, int]]] = {}
 
     # -- applying events -------------------------------------------------
 
@@ -192,6 +196,8 @@ class AccountState:
                 record[2] = department
             if record[0] != last_day or record[1] != mask or record[2] != known_department:
                 self.revision += 1
+        if self.active_counts:
+            self._recount(user)
         if department is not None:
             first = self.departments.get(department)
             if first is None or ts < first:
@@ -257,6 +263,32 @@ class AccountState:
         mask = record[1] >> max(0, user_last - last_day)
         span = min(user_last, last_day) - first_day + 1
         return (mask & ((1 << span) - 1)).bit_count()
+
+    def active_day_counts(self, days: int) -> dict[str, int]:
+        """Users active in the last `days` days up to today, with their number of active days."""
+        today = self.today
+        cached = self.active_counts.get(days)
+        if cached is not None and cached[0] == today:
+            return cached[1]
+        first = today - days + 1
+        # a user's last active day is never after today, the day of the account's clock
+        counts = {
+            user: (mask & ((1 << (last - first + 1)) - 1)).bit_count()
+            for user, (last, mask, _) in self.users.items()
+            if last >= first
+        }
+        self.active_counts[days] = (today, counts)
+        return counts
+
+    def _recount(self, user: str) -> None:
+        """Bring the cached counts of today's windows up to date for one user's new activity."""
+        today = self.today
+        last, mask, _ = self.users[user]
+        for days, (day, counts) in self.active_counts.items():
+            if day == today:
+                first = today - days + 1
+                if last >= first:
+                    counts[user] = (mask & ((1 << (last - first + 1)) - 1)).bit_count()
 
     def active_users(self, first_day: int, last_day: int) -> int:
         return sum(

@@ -150,14 +150,12 @@ def _new_department(state: AccountState, rule: Any, known_since: float) -> Fired
     today = state.today
     first = today - rule.window_days + 1
     best: tuple[int, str] | None = None
-    for department, first_seen in state.departments.items():
-        if day_of(first_seen) < first:
-            continue
-        users = sum(
-            1
-            for record in state.users.values()
-            if record[2] == department and state.active_days(record, first, today)
-        )
+    new = {d for d, first_seen in state.departments.items() if day_of(first_seen) >= first}
+    if not new:
+        return None
+    active = state.active_day_counts(rule.window_days)
+    for department in new:
+        users = sum(1 for user in active if state.users[user][2] == department)
         if users >= rule.min_users and (best is None or (users, department) > best):
             best = (users, department)
     if best is None:
@@ -185,17 +183,12 @@ def power_user_emergence(state: AccountState, event: Event, rules: SegmentRules)
 
 
 def _power_user_emergence(state: AccountState, rule: Any) -> Fired | None:
-    today = state.today
-    first = today - rule.window_days + 1
-    days = {
-        user: n
-        for user, record in state.users.items()
-        if (n := state.active_days(record, first, today))
-    }
+    days = state.active_day_counts(rule.window_days)
     if len(days) < rule.min_active_users:
         return None
     mean = sum(days.values()) / len(days)
-    user, top = min(days.items(), key=lambda item: (-item[1], item[0]))
+    top = max(days.values())
+    user = min(user for user, n in days.items() if n == top)
     if top < rule.min_active_days or top < rule.multiple_of_mean * mean:
         return None
     return Fired(

@@ -316,3 +316,32 @@ def test_an_empty_state_survives_a_round_trip() -> None:
     state = AccountState("acme")
 
     assert AccountState.from_bytes(state.to_bytes()).to_bytes() == state.to_bytes()
+
+
+def test_cached_window_queries_give_the_same_outcomes_as_a_state_restored_every_event() -> None:
+    # The transient caches (memo, active counts) are rebuilt from nothing after a restore,
+    # so a state restored before every event computes every window afresh.
+    from datetime import UTC, datetime
+
+    from streams.domain.decide import Detector
+    from streams.events import validate_event
+    from streams.rules import load
+    from streams.settings import Settings
+    from streams.simulate import Simulation
+
+    detector = Detector(load(Settings().rules_file))
+    simulation = Simulation(60, 75, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC))
+    kept: dict[str, AccountState] = {}
+    stored: dict[str, bytes] = {}
+    outcomes = 0
+    for raw in simulation.events():
+        event = validate_event(raw)
+        account = event.account_id
+        state = kept.setdefault(account, AccountState(account))
+        fresh = AccountState.from_bytes(stored[account]) if account in stored else None
+        fresh = fresh or AccountState(account)
+        cached, uncached = detector.apply(state, event), detector.apply(fresh, event)
+        stored[account] = fresh.to_bytes()
+        assert cached == uncached
+        outcomes += len(cached.signals) + len(cached.decisions)
+    assert outcomes > 50
