@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 # the 1 MB a Kafka broker accepts by default, even after JSON escaping.
 DLQ_RAW_LIMIT = 128 * 1024
 SEND_RETRY_MAX_SECONDS = 10.0
+# Decoded states of the accounts seen last, so that a busy account is not decoded per message.
+STATE_CACHE_ACCOUNTS = 10_000
 # A send that fails with these is sent again; anything else is a bug and stops the worker.
 SEND_ERRORS = (KafkaError, TimeoutError, ConnectionError)
 Record = tuple[faust.TopicT, bytes | None, bytes]
@@ -72,6 +75,10 @@ class Pipeline:
         self.ledger = ledger
         self.partitions = settings.topic_partitions
         self.broker_failing = False
+        # account key -> (the value last written to the table, that value decoded). An
+        # entry is used only while the table still holds that very object: after a
+        # rebalance or a recovery the table holds another, and the state is decoded anew.
+        self.states: OrderedDict[bytes, tuple[bytes, AccountState]] = OrderedDict()
 
         def raw_topic(*names: str) -> faust.TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -132,8 +139,7 @@ class Pipeline:
     async def process_account(self, account: str, events: list[Event], sent_at: float) -> None:
         """Apply an account's events in order, publish what they lead to, then save state."""
         account_key = account.encode()
-        stored = self.accounts.get(account_key)
-        state = AccountState.from_bytes(stored) if stored else AccountState(account)
+        state = self.load(account, account_key)
         outcomes: list[Outcome] = []
         for event in events:
             outcome = self.detector.apply(state, event)
@@ -147,7 +153,20 @@ class Pipeline:
         await self.publish(account_key, outcomes, sent_at)
         # Saved only after the signals are on the broker: state that says "published"
         # never survives a crash that lost the signal.
-        self.accounts[account_key] = state.to_bytes()
+        value = state.to_bytes()
+        self.accounts[account_key] = value
+        self.states[account_key] = (value, state)
+        if len(self.states) > STATE_CACHE_ACCOUNTS:
+            self.states.popitem(last=False)
+
+    def load(self, account: str, account_key: bytes) -> AccountState:
+        """The account's state as the table holds it."""
+        stored = self.accounts.get(account_key)
+        cached = self.states.get(account_key)
+        if cached is not None and stored is cached[0]:
+            self.states.move_to_end(account_key)
+            return cached[1]
+        return AccountState.from_bytes(stored) if stored else AccountState(account)
 
     async def publish(self, account_key: bytes, outcomes: list[Outcome], sent_at: float) -> None:
         records: list[Record] = []
