@@ -1,4 +1,4 @@
-"""Command line: python -m streams worker|demo|simulate|broker."""
+"""Command line: python -m streams worker|demo|simulate|backtest|broker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ commands:
   worker     run the detector (KAFKA_BOOTSTRAP, REDIS_URL, RULES_FILE from the environment;
              without KAFKA_BOOTSTRAP it starts an embedded broker for itself)
   demo       embedded broker + worker + a simulated customer base; prints signals
-  simulate   write a simulated customer base as contract events (JSON lines)
+  simulate   write a simulated customer base as contract events (JSON lines, or Kafka)
+  backtest   replay an events file through the detector; per-trigger coverage and
+             false positives against an outcomes file, rules files side by side
   broker     run the embedded Kafka-compatible broker (Tansu) in the foreground
 """
 
@@ -117,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         from streams.simulate import main as simulate
 
         return simulate(rest)
+    if command == "backtest":
+        from streams.backtest import main as backtest
+
+        return backtest(rest)
     if command == "broker":
         from streams.embedded import main as broker
 

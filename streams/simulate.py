@@ -1075,6 +1075,16 @@ class Progress:
             self._reported = percent // 10
             print(f"{self.label}: {percent:3d}% {note}", file=self.stream)
 
+    def message(self, text: str) -> None:
+        """Print a line of its own above the progress line (which the next update redraws)."""
+        if self.tty and self._width:
+            self.stream.write("\r" + text.ljust(self._width) + "\n")
+            self._width = 0
+            self._drawn = -self.interval
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
     def close(self) -> None:
         """End the line drawn in place, so that what follows starts on a line of its own."""
         if self.tty and self._width:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import random
+import time
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ import orjson
 import pytest
 
 from streams import simulate as sim
-from streams.events import EVENT_TYPES, decode
+from streams.events import EVENT_TYPES, MAX_MESSAGE_BYTES, decode
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 DAY = 86_400.0
@@ -352,3 +354,138 @@ def test_cli_writes_events_and_outcomes(tmp_path: Path, capsys: pytest.CaptureFi
         orjson.loads(line) for line in outcomes.read_bytes().splitlines()
     ] == simulation.outcomes
     assert "100%" in capsys.readouterr().err
+
+
+def _decoded_lines(raw: bytes) -> list[list[dict[str, Any]]]:
+    """Each line's events, as the objects they were sent as."""
+    out = []
+    for line in raw.splitlines():
+        decoded = decode(line)
+        assert decoded.rejections == [], line[:200]
+        out.append(decoded.sources)
+    return out
+
+
+def test_batches_hold_up_to_n_events_of_one_account_in_their_order() -> None:
+    events = list(sim.simulate(accounts=12, days=6, seed=8, start=START))
+    batches = list(sim.batches(events, 5))
+    assert sum(count for _, _, count in batches) == len(events)
+    per_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for key, raw, count in batches:
+        decoded = decode(raw)
+        assert decoded.rejections == []
+        assert 1 <= len(decoded.sources) == count <= 5
+        assert {event["account_id"] for event in decoded.sources} == {key}
+        assert len({event["timestamp"][:10] for event in decoded.sources}) == 1  # one day each
+        per_account[key].extend(decoded.sources)
+    assert per_account == _by_account_in_order(events)
+
+
+def _by_account_in_order(events: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for event in events:
+        grouped[event["account_id"]].append(event)
+    return grouped
+
+
+def test_a_batch_is_closed_before_it_reaches_the_message_limit() -> None:
+    padding = "x" * 250  # a department name at its longest
+    events = [
+        {
+            "event_id": f"e{n}",
+            "type": "user_active",
+            "account_id": "big",
+            "user_id": f"u{n}",
+            "timestamp": "2026-01-05T10:00:00.000Z",
+            "properties": {"department": padding},
+        }
+        for n in range(6_000)
+    ]
+    batches = list(sim.batches(events, 10_000))
+    assert len(batches) == 3  # 6,000 events of 390 bytes
+    assert all(len(raw) <= sim.BATCH_BYTES < MAX_MESSAGE_BYTES for _, raw, _ in batches)
+    assert all(decode(raw).rejections == [] for _, raw, _ in batches)
+    assert [e for _, raw, _ in batches for e in decode(raw).sources] == events
+
+
+def test_batches_mix_in_malformed_messages_on_lines_of_their_own() -> None:
+    events = list(sim.simulate(accounts=5, days=10, seed=2, start=START))
+    mixed = list(sim.batches(events, 20, bad_fraction=0.05, seed=2))
+    bad = [raw for _, raw, _ in mixed if decode(raw).rejections]
+    assert bad and all(decode(raw).events == [] for raw in bad)
+    good = [e for _, raw, _ in mixed if not decode(raw).rejections for e in decode(raw).sources]
+    assert _by_account_in_order(good) == _by_account_in_order(events)
+
+
+def test_cli_writes_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "events.jsonl"
+    argv = ["--accounts", "15", "--days", "8", "--seed", "9", "--start", "2026-02-01"]
+    assert sim.main([*argv, "--batch", "10", "--out", str(out)]) == 0
+    lines = _decoded_lines(out.read_bytes())
+    assert max(len(batch) for batch in lines) == 10
+    events = list(sim.simulate(accounts=15, days=8, seed=9, start=datetime(2026, 2, 1, tzinfo=UTC)))
+    assert _by_account_in_order([e for batch in lines for e in batch]) == _by_account_in_order(
+        events
+    )
+    assert f"wrote {len(events):,} events in {len(lines):,} messages" in capsys.readouterr().err
+
+
+def test_cli_paces_output_to_the_rate(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    argv = ["--accounts", "2", "--days", "3", "--seed", "1", "--start", "2026-02-01"]
+    started = time.monotonic()
+    assert sim.main([*argv, "--rate", "400", "--out", str(out)]) == 0
+    elapsed = time.monotonic() - started
+    count = len(out.read_bytes().splitlines())
+    assert count > 80
+    assert elapsed >= (count - 1) / 400 * 0.9
+
+
+def test_pacer_holds_to_its_rate_and_zero_means_no_limit() -> None:
+    pacer = sim.Pacer(100)
+    assert 0.4 < pacer.delay(50) <= 0.5
+    assert 0.9 < pacer.delay(50) <= 1.0
+    assert (pacer.sent, pacer.messages) == (100, 2)
+    assert sim.Pacer(0).delay(10**6) == 0.0
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_off_a_terminal_prints_a_line_per_ten_percent() -> None:
+    stream = io.StringIO()
+    bar = sim.Progress("job", 40, stream)
+    for done in range(41):
+        bar.update(done, f"{done} done")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "job:   0% 0 done"
+    assert lines[-1] == "job: 100% 40 done"
+    assert len(lines) == 11
+
+
+def test_progress_on_a_terminal_redraws_one_line() -> None:
+    stream = _Terminal()
+    bar = sim.Progress("job", 10, stream, interval=0)
+    bar.update(5, "half")
+    bar.message("a note")
+    bar.update(10, "all")
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\rjob: [##########..........]  50% half")
+    assert "\ra note" in text
+    assert text.endswith("\rjob: [####################] 100% all\n")
+
+
+def test_cli_needs_somewhere_to_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit) as nowhere:
+        sim.main(["--accounts", "1", "--days", "1"])
+    assert nowhere.value.code == 2
+    monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
+    with pytest.raises(SystemExit) as no_broker:
+        sim.main(["--accounts", "1", "--days", "1", "--kafka"])
+    assert no_broker.value.code == 2
+    with pytest.raises(SystemExit):
+        sim.main(["--accounts", "1", "--days", "1", "--out", "-", "--batch", "0"])
