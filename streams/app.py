@@ -8,7 +8,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.domain.decide import Detector
-from streams.io import metrics
+from streams.io import metrics, tansu
 from streams.io.agents import Pipeline, register
 from streams.io.ledger import Ledger
 from streams.rules import Rules
@@ -19,9 +19,10 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
     """A Faust app running the detector with `rules` against the settings' broker and Redis."""
     if not settings.kafka_bootstrap:
         raise ValueError("create_app needs settings.kafka_bootstrap")
+    scheme = tansu.SCHEME if settings.embedded_broker else "kafka"
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker=f"{scheme}://{settings.kafka_bootstrap}",
         store="memory://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,
