@@ -147,10 +147,12 @@ class Pipeline:
             if outcome.duplicate:
                 metrics.DUPLICATES.inc()
             else:
-                metrics.EVENTS.labels(event.type).inc()
+                metrics.EVENTS_BY_TYPE[event.type].inc()
                 if outcome.late:
                     metrics.LATE.inc()
         await self.publish(account_key, outcomes, sent_at)
+        if all(outcome.duplicate for outcome in outcomes):
+            return  # a duplicate changes nothing
         # Saved only after the signals are on the broker: state that says "published"
         # never survives a crash that lost the signal.
         value = state.to_bytes()

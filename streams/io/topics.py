@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import lru_cache
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
@@ -22,6 +23,7 @@ class TopicCreationError(RuntimeError):
     """The broker answered but refused to create a topic (bad name, partition count, ...)."""
 
 
+@lru_cache(maxsize=65_536)  # called per account per message; murmur2 is pure Python
 def partition_for(key: bytes, partitions: int) -> int:
     """Return the partition Kafka's default (murmur2) partitioner sends `key` to."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
