@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Touched after each install, so pip runs again only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv redis prometheus test test-unit demo worker broker bench lint clean
+.PHONY: help venv redis prometheus test test-reliability test-unit demo worker broker bench lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,7 +31,10 @@ prometheus: ## Make sure Debian's prometheus and promtool are installed (for the
 	@scripts/ensure-prometheus.sh
 
 test: venv redis prometheus ## Run the whole suite: unit and integration (real broker and Redis)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+test-reliability: venv redis ## Fault tests: crashes, rebalances, outages, soak (slow ones included)
+	$(BIN)/pytest -q tests/reliability
 
 test-unit: venv ## Run the unit tests only (no broker, no Redis)
 	$(BIN)/pytest -q tests/unit

@@ -19,6 +19,7 @@ from streams.domain.state import AccountState
 from streams.events import Event, Rejection, decode, encode_batch
 from streams.io import metrics
 from streams.io.ledger import Ledger
+from streams.io.reconcile import reconcile
 from streams.io.topics import partition_for
 from streams.settings import Settings
 
@@ -75,6 +76,8 @@ class Pipeline:
         self.ledger = ledger
         self.partitions = settings.topic_partitions
         self.broker_failing = False
+        # Set when partitions are assigned: the ledger is reconciled before the next message.
+        self.needs_reconcile = True
         # account key -> (the value last written to the table, that value decoded). An
         # entry is used only while the table still holds that very object: after a
         # rebalance or a recovery the table holds another, and the state is decoded anew.
@@ -99,6 +102,14 @@ class Pipeline:
 
     async def on_message(self, message: Any, key: bytes | None, value: bytes | None) -> None:
         """Decode one message and process each account's events where its state lives."""
+        if self.needs_reconcile:
+            await reconcile(
+                self.ledger,
+                self.settings.kafka_bootstrap or "",
+                self.settings.topic_signals,
+                self.partitions,
+            )
+            self.needs_reconcile = False
         decoded = decode(value)
         if decoded.rejections:
             for rejection in decoded.rejections:
@@ -172,7 +183,7 @@ class Pipeline:
 
     async def publish(self, account_key: bytes, outcomes: list[Outcome], sent_at: float) -> None:
         records: list[Record] = []
-        signals: list[dict[str, Any]] = []
+        signals: list[tuple[dict[str, Any], int]] = []  # and its index in records
         serving = None
         for outcome in outcomes:
             for decision in outcome.decisions:
@@ -183,13 +194,14 @@ class Pipeline:
                     metrics.SIGNALS_DEDUPLICATED.inc()
                     continue
                 signal = {**signal, "emitted_at": wall_clock()}
+                signals.append((signal, len(records)))
                 records.append((self.signals, account_key, orjson.dumps(signal)))
-                signals.append(signal)
             serving = outcome.serving or serving
-        if records:
-            await self.deliver(records)
-        for signal in signals:
-            await self.ledger.mark_published(signal["signal_id"])
+        placed = await self.deliver(records) if records else []
+        for signal, index in signals:
+            sent = placed[index]
+            partition, offset = getattr(sent, "partition", None), getattr(sent, "offset", None)
+            await self.ledger.mark_published(signal["signal_id"], partition, offset)
             metrics.SIGNALS.labels(signal["trigger"], signal["route"]).inc()
             metrics.LATENCY.observe(max(0.0, time.time() - sent_at))
             log.info(
@@ -202,21 +214,24 @@ class Pipeline:
                 signal["score"],
             )
         if serving is not None:
-            sent_now = {signal["signal_id"]: signal for signal in signals}
+            sent_now = {signal["signal_id"]: signal for signal, _ in signals}
             await self.ledger.serve(sent_now.get(serving["signal_id"], serving))
 
-    async def deliver(self, records: list[Record]) -> None:
+    async def deliver(self, records: list[Record]) -> list[Any]:
         """Send records and wait until the broker has acked each; a failed send is sent again.
+
+        Returns each record's metadata (partition, offset) in order.
 
         While the broker fails, processing waits here: the input offset is not committed,
         and nothing after these records is sent.
         """
         sent = [(record, await self._send(record)) for record in records]
+        placed = []
         for record, delivery in sent:
             delay = 0.5
             while True:
                 try:
-                    await delivery
+                    placed.append(await delivery)
                     break
                 except SEND_ERRORS as error:
                     topic = record[0].get_topic_name()
@@ -235,6 +250,7 @@ class Pipeline:
             if self.broker_failing:
                 self.broker_failing = False
                 log.info("sends to the broker succeed again")
+        return placed
 
     async def _send(self, record: Record) -> Any:
         topic, key, value = record
@@ -255,6 +271,10 @@ class Pipeline:
 
 def register(app: faust.App, pipeline: Pipeline) -> None:
     """Attach the detector agent to the app."""
+
+    @app.on_partitions_assigned.connect
+    async def reconcile_before_processing(*args: Any, **kwargs: Any) -> None:
+        pipeline.needs_reconcile = True
 
     @app.agent(pipeline.inputs, name="detector")
     async def detect(stream: faust.StreamT) -> None:

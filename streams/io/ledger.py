@@ -18,6 +18,11 @@ from streams.io import metrics
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LEDGER_TTL_SECONDS = 90 * 86_400  # longer than any cooldown or replay horizon
+# Move a partition's checkpoint forward only: two workers may overlap during a rebalance.
+_ADVANCE = """
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+"""
 
 
 def redacted(url: str) -> str:
@@ -33,8 +38,9 @@ class Ledger:
 
     Keys (under the prefix): `ledger:<signal_id>` marks a published signal;
     `primary:<account_id>` holds the account's primary signal as JSON, with its
-    co-signals; the sorted set `accounts_by_score` ranks accounts by that score.
-    Every operation retries while Redis is unreachable: processing waits, nothing is lost.
+    co-signals; the sorted set `accounts_by_score` ranks accounts by that score; the hash
+    `signals_checkpoint` holds, per signals-topic partition, the offset of the last signal
+    marked. Every operation retries while Redis is unreachable: processing waits, nothing is lost.
     """
 
     def __init__(self, url: str, prefix: str, retry_max_seconds: float = 5.0) -> None:
@@ -81,9 +87,28 @@ class Ledger:
         key = f"{self.prefix}ledger:{signal_id}"
         return bool(await self._retrying(lambda: self.redis.exists(key)))
 
-    async def mark_published(self, signal_id: str) -> None:
+    async def mark_published(
+        self, signal_id: str, partition: int | None = None, offset: int | None = None
+    ) -> None:
+        """Record a signal as published; with its place on the signals topic, move that
+        partition's checkpoint: everything up to it is in the ledger."""
         key = f"{self.prefix}ledger:{signal_id}"
-        await self._retrying(lambda: self.redis.set(key, 1, ex=LEDGER_TTL_SECONDS))
+
+        async def write() -> None:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(key, 1, ex=LEDGER_TTL_SECONDS)
+            if partition is not None and offset is not None:
+                pipe.eval(_ADVANCE, 1, f"{self.prefix}signals_checkpoint", partition, offset)
+            await pipe.execute()
+
+        await self._retrying(write)
+
+    async def checkpoints(self) -> dict[int, int]:
+        """Per signals-topic partition, the offset up to which every signal is in the ledger."""
+        stored = await self._retrying(
+            lambda: self.redis.hgetall(f"{self.prefix}signals_checkpoint")
+        )
+        return {int(partition): int(offset) for partition, offset in stored.items()}
 
     async def serve(self, primary: dict[str, Any]) -> None:
         """Make `primary` the account's current signal in the serving view.

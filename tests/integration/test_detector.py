@@ -282,3 +282,25 @@ def test_oversized_and_non_utf8_messages_go_to_the_dlq_and_processing_goes_on(
         False,
     )
     assert base64.b64decode(not_utf8["raw"]) == b"\xff\xfe not utf-8"
+
+
+def test_a_signal_on_the_topic_but_missing_from_the_ledger_is_not_published_again(
+    worker_factory, kafka_io, redis_url
+):
+    first = worker_factory()
+    env = first.env
+    batch = {"events": [healthy_account("gap", seat_limit=2), *seats("gap", 2)]}
+    kafka_io.produce(env["TOPIC_EVENTS"], orjson.dumps(batch), b"gap")
+    [published] = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 1))
+    first.stop()
+    # As if the worker had died between the broker's ack and the ledger mark: the signal
+    # is on the topic, the ledger knows nothing of it.
+    store = redis.Redis.from_url(redis_url)
+    prefix = env["REDIS_PREFIX"]
+    assert store.delete(f"{prefix}ledger:{published['signal_id']}", f"{prefix}signals_checkpoint")
+    replay = worker_factory(like=first, APP_ID=env["APP_ID"] + "-replay")
+    wait_for_metric(replay, "expansion_signals_deduplicated_total 1.0", timeout=45)
+    signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 2, timeout=3))
+    assert [s["signal_id"] for s in signals] == [published["signal_id"]], replay.log_tail()
+    assert store.exists(f"{prefix}ledger:{published['signal_id']}")
+    assert "marked 1 signals found on" in replay.log_path.read_text()

@@ -1,0 +1,72 @@
+"""Close the gap between the broker and the ledger: signals on the topic but not yet marked."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.io.ledger import Ledger
+
+log = logging.getLogger(__name__)
+READ_PATIENCE_SECONDS = 60.0
+
+
+async def reconcile(
+    ledger: Ledger, bootstrap: str, topic: str, partitions: int, **client: Any
+) -> int:
+    """Mark in the ledger every signal on `topic` after the ledger's checkpoints.
+
+    A worker that stops between the broker's ack of a signal and its ledger mark leaves
+    such a signal behind; whoever processes that account next would publish it again.
+    Run before processing newly assigned partitions. Returns how many signals it marked.
+    """
+    checkpoints = await ledger.checkpoints()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **client
+    )
+    await consumer.start()
+    marked = 0
+    try:
+        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(assigned)
+        ends = await consumer.end_offsets(assigned)
+        left = {}
+        for tp in assigned:
+            start = checkpoints.get(tp.partition, -1) + 1
+            if start < ends[tp]:
+                consumer.seek(tp, start)
+                left[tp] = ends[tp]
+        deadline = time.monotonic() + READ_PATIENCE_SECONDS
+        while left and time.monotonic() < deadline:
+            batches = await consumer.getmany(*left, timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    signal_id = _signal_id(record.value)
+                    if signal_id is None or record.offset >= left.get(tp, -1):
+                        continue
+                    if not await ledger.published(signal_id):
+                        marked += 1
+                    await ledger.mark_published(signal_id, tp.partition, record.offset)
+            for tp in list(left):
+                if await consumer.position(tp) >= left[tp]:
+                    del left[tp]
+        if left:
+            log.warning("ledger: could not read %s to its end; going on", topic)
+    finally:
+        await consumer.stop()
+    if marked:
+        log.warning("ledger: marked %d signals found on %s but not in the ledger", marked, topic)
+    return marked
+
+
+def _signal_id(value: bytes | None) -> str | None:
+    try:
+        signal = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    found = signal.get("signal_id") if isinstance(signal, dict) else None
+    return found if isinstance(found, str) else None
