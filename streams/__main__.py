@@ -27,6 +27,8 @@ def worker(argv: list[str]) -> int:
 
     from streams.app import create_app
     from streams.embedded import EmbeddedBroker
+    from streams.io import kafka_security
+    from streams.io.ledger import redacted
     from streams.io.metrics import describe_build
     from streams.io.topics import BrokerUnavailable, TopicCreationError, ensure_topics
     from streams.logs import fatal, logging_config
@@ -36,12 +38,26 @@ def worker(argv: list[str]) -> int:
     try:
         settings = Settings()
     except ValidationError as error:
-        problem = error.errors()[0]
+        # errors(include_input=False): the message names the setting, never its value,
+        # which may be a password (KAFKA_SASL_PASSWORD, REDIS_URL).
+        problem = error.errors(include_url=False, include_input=False)[0]
         name = ".".join(str(part) for part in problem["loc"]).upper()
-        return fatal(f"bad setting {name}: {problem['msg']}", "text", code=2)
+        message = problem["msg"].removeprefix("Value error, ")
+        return fatal(f"bad setting {name}: {message}", "text", code=2)
     config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(config)
     log = logging.getLogger("streams.worker")
+    sasl = (
+        settings.kafka_sasl_mechanism,
+        settings.kafka_sasl_username,
+        settings.kafka_sasl_password,
+    )
+    if not settings.kafka_sasl and any(sasl):
+        log.warning(
+            "KAFKA_SASL_* are set but not used: KAFKA_SECURITY_PROTOCOL=%s (SASL_PLAINTEXT or "
+            "SASL_SSL uses them)",
+            settings.kafka_security_protocol,
+        )
     try:
         rules = load(settings.rules_file)
     except RulesError as error:
@@ -61,12 +77,24 @@ def worker(argv: list[str]) -> int:
         settings.topic_dlq,
     ]
     bootstrap, partitions = settings.kafka_bootstrap, settings.topic_partitions
+    security = kafka_security.aiokafka_kwargs(settings)
+    wait = settings.broker_wait_seconds
     try:
         # The account table is partitioned like the input topic, so they must agree
         # before anything else is created.
-        counts = asyncio.run(ensure_topics(bootstrap, [settings.topic_events], partitions))
+        counts = asyncio.run(
+            ensure_topics(
+                bootstrap,
+                [settings.topic_events],
+                partitions,
+                wait_seconds=wait,
+                security=security,
+            )
+        )
         if counts[settings.topic_events] == partitions:
-            counts = asyncio.run(ensure_topics(bootstrap, others, partitions))
+            counts = asyncio.run(
+                ensure_topics(bootstrap, others, partitions, wait_seconds=wait, security=security)
+            )
     except (BrokerUnavailable, TopicCreationError) as error:
         return fatal(str(error), settings.log_format, code=3)
     for topic in (settings.topic_events, settings.repartition_topic):
@@ -78,10 +106,12 @@ def worker(argv: list[str]) -> int:
                 code=3,
             )
     log.info(
-        "rules %s (digest %s); broker %s; metrics on http://127.0.0.1:%s/metrics",
+        "rules %s (digest %s); broker %s (%s); Redis %s; metrics on http://127.0.0.1:%s/metrics",
         settings.rules_file,
         rules.digest,
         settings.kafka_bootstrap,
+        kafka_security.describe(settings),  # never a password
+        redacted(settings.redis_url),
         settings.web_port,
     )
     describe_build(rules.digest, str(settings.rules_file))

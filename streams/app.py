@@ -8,7 +8,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.domain.decide import Detector
-from streams.io import metrics, tansu
+from streams.io import kafka_security, metrics, tansu
 from streams.io.agents import Pipeline, register
 from streams.io.ledger import Ledger
 from streams.rules import Rules
@@ -37,6 +37,8 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
         # changelog recovery short; single-record batches avoid it (DEVELOPERS.md).
         producer_max_batch_size=1 if settings.embedded_broker else 16_384,
         web_port=settings.web_port,
+        # SASL/TLS from KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*; None: PLAINTEXT
+        broker_credentials=kafka_security.faust_credentials(settings),
     )
     ledger = Ledger(settings.redis_url, settings.redis_prefix)
     pipeline = Pipeline(app, settings, Detector(rules), ledger)

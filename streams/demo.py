@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import present
 from streams.embedded import EmbeddedBroker, free_port
+from streams.io.ledger import redacted
 from streams.io.topics import ensure_topics
 from streams.settings import ROOT, Settings
 from streams.simulate import malformed, simulate
@@ -212,7 +213,8 @@ def main(argv: list[str]) -> int:
         bootstrap = broker.bootstrap
     worker = None
     try:
-        _say(f"-- broker {bootstrap}; Redis {settings.redis_url} (demo keys under {REDIS_PREFIX})")
+        redis_at = redacted(settings.redis_url)
+        _say(f"-- broker {bootstrap}; Redis {redis_at} (demo keys under {REDIS_PREFIX})")
         _clear_redis(settings.redis_url)
         partitions = settings.topic_partitions
         asyncio.run(ensure_topics(bootstrap, list(TOPICS.values()), partitions))

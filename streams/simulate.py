@@ -1139,16 +1139,28 @@ async def _produce(
 ) -> None:
     from aiokafka import AIOKafkaProducer
 
+    from streams.io.kafka_security import aiokafka_kwargs
     from streams.io.topics import ensure_topics
     from streams.settings import Settings
 
+    settings = Settings()
+    security = aiokafka_kwargs(settings)  # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
     # Some brokers (the embedded one among them) create an unknown topic with their own
     # partition count; the detector's must match TOPIC_PARTITIONS.
-    await ensure_topics(bootstrap, [topic], Settings().topic_partitions, attempts=5, backoff=1.0)
+    await ensure_topics(
+        bootstrap,
+        [topic],
+        settings.topic_partitions,
+        wait_seconds=settings.broker_wait_seconds,
+        security=security,
+    )
     # aiokafka's default partitioner is Kafka's murmur2: an account's events go to the
     # partition its state lives on, as the contract asks of producers.
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=5, max_request_size=2 * MAX_MESSAGE_BYTES
+        bootstrap_servers=bootstrap,
+        linger_ms=5,
+        max_request_size=2 * MAX_MESSAGE_BYTES,
+        **security,
     )
     await producer.start()
     try:

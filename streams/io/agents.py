@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 from streams.domain.decide import Detector, Outcome
 from streams.domain.state import AccountState
 from streams.events import Event, Rejection, decode, encode_batch
-from streams.io import metrics
+from streams.io import kafka_security, metrics
 from streams.io.ledger import Ledger
 from streams.io.reconcile import reconcile
 from streams.io.topics import partition_for
@@ -108,6 +108,7 @@ class Pipeline:
                 self.settings.kafka_bootstrap or "",
                 self.settings.topic_signals,
                 self.partitions,
+                **kafka_security.aiokafka_kwargs(self.settings),
             )
             self.needs_reconcile = False
         decoded = decode(value)

@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    IllegalSaslStateError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
+    UnsupportedSaslMechanismError,
+    for_code,
+)
 from aiokafka.partitioner import murmur2
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
+DEFAULT_WAIT_SECONDS = 300.0  # BROKER_WAIT_SECONDS
+FIRST_DELAY = 0.5
+MAX_DELAY = 10.0
+JITTER = 0.1
+# The broker answered and said no to the SASL set-up: waiting will not change that.
+AUTH_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
 
 
 class BrokerUnavailable(RuntimeError):
-    """The broker did not answer on any attempt."""
+    """The broker did not answer in time, or refused the client's SASL set-up."""
 
 
 class TopicCreationError(RuntimeError):
@@ -29,45 +48,151 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+def backoff_delays(
+    first: float = FIRST_DELAY,
+    cap: float = MAX_DELAY,
+    jitter: float = JITTER,
+    rng: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """Waits between attempts: `first`, doubling up to `cap`, each within ±`jitter` of that.
+
+    The jitter keeps several workers started together from knocking in step.
+    """
+    delay = first
+    while True:
+        yield delay * (1 + jitter * (2 * rng() - 1))
+        delay = min(cap, delay * 2)
+
+
 async def ensure_topics(
     bootstrap: str,
     names: list[str],
     partitions: int,
-    attempts: int = 30,
-    backoff: float = 2.0,
+    attempts: int | None = None,
+    backoff: float = FIRST_DELAY,
+    *,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
     """Create the topics in `names` that do not exist yet, waiting for the broker to answer.
 
+    While the broker does not answer, one warning says so and attempts go on with
+    exponential backoff (`backoff` seconds first, doubling to 10 s, with jitter) for up to
+    `wait_seconds` (0: forever) or `attempts` attempts; a line says when it answers again.
+    A broker that rejects the SASL set-up ends it at once. `security` are aiokafka's
+    security_protocol/ssl_context/sasl_* arguments (streams.io.kafka_security).
     Existing topics are left as they are; the partition count of each topic is returned.
     """
-    for attempt in range(1, attempts + 1):
-        try:
-            return await _create_missing(bootstrap, names, partitions)
-        except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
-            if attempt == attempts:
-                raise BrokerUnavailable(
-                    f"broker {bootstrap} not reachable after {attempts} attempts "
-                    f"({type(exc).__name__}: {exc}); is KAFKA_BOOTSTRAP right?"
-                ) from None
+    started = time.monotonic()
+    deadline = started + wait_seconds if wait_seconds > 0 else math.inf
+    delays = backoff_delays(first=backoff)
+    reported: str | None = None  # the kind of failure the last warning named
+    attempt = 0
+
+    def answered() -> None:
+        nonlocal reported
+        if reported is not None:
             log.warning(
-                "broker %s not reachable; retrying in %gs (attempt %d of %d)",
-                bootstrap,
-                backoff,
-                attempt,
-                attempts,
+                "broker %s reachable again after %.1fs", bootstrap, time.monotonic() - started
             )
-            await asyncio.sleep(backoff)
-    raise BrokerUnavailable(f"broker {bootstrap} not tried: attempts={attempts}")
+            reported = None
+
+    while True:
+        attempt += 1
+        kind = "connect"  # TCP, then Kafka requests
+        with _ClientErrors() as client_errors:
+            try:
+                # A plain TCP probe first: aiokafka logs its own error line for a refused
+                # connection, and one line per outage is all an operator needs.
+                await _probe(bootstrap)
+                kind = "kafka"
+                counts = await _create_missing(
+                    bootstrap, names, partitions, security or {}, answered
+                )
+            except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
+                error: BaseException = exc
+            else:
+                return counts
+        cause = client_errors.last
+        if isinstance(cause, AUTH_ERRORS):
+            raise BrokerUnavailable(
+                f"broker {bootstrap} rejected the client's SASL set-up "
+                f"({type(cause).__name__}); check KAFKA_SECURITY_PROTOCOL, "
+                "KAFKA_SASL_MECHANISM and the credentials"
+            ) from None
+        if isinstance(error, KafkaConnectionError) and cause is not None:
+            error = cause  # aiokafka's "Unable to bootstrap" hides why
+        if kind != reported:
+            if kind == "connect":
+                log.warning(
+                    "broker %s not reachable (%s); retrying with backoff until it answers",
+                    bootstrap,
+                    type(error).__name__,
+                )
+            else:
+                log.warning(
+                    "broker %s accepts connections but its Kafka requests fail (%s); retrying "
+                    "with backoff until it answers (does KAFKA_SECURITY_PROTOCOL match it?)",
+                    bootstrap,
+                    type(error).__name__,
+                )
+            reported = kind
+        now = time.monotonic()
+        if (attempts is not None and attempt >= attempts) or now >= deadline:
+            detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            tries = f"{attempt} attempt" + ("s" if attempt != 1 else "")
+            raise BrokerUnavailable(
+                f"broker {bootstrap} not reachable after {tries} in "
+                f"{now - started:.1f}s ({detail}); is KAFKA_BOOTSTRAP right? "
+                "(BROKER_WAIT_SECONDS sets how long to wait)"
+            ) from None
+        delay = min(next(delays), deadline - now)
+        log.debug("broker %s: attempt %d failed; next in %.2fs", bootstrap, attempt, delay)
+        await asyncio.sleep(delay)
 
 
-async def _create_missing(bootstrap: str, names: list[str], partitions: int) -> dict[str, int]:
-    # A plain TCP probe first: aiokafka logs its own error line for a refused connection,
-    # and one line per attempt is all an operator needs.
-    await _probe(bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+class _ClientErrors(logging.Filter):
+    """While active, keep aiokafka's own "Unable connect to" lines out of the log.
+
+    ensure_topics reports the broker's state in its own words, once; the error aiokafka
+    logged is kept (`last`), since the exception it raises afterwards does not say why.
+    """
+
+    logger = logging.getLogger("aiokafka")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Unable connect to"):
+            if record.args and isinstance(record.args, tuple):
+                found = record.args[-1]
+                if isinstance(found, BaseException):
+                    self.last = found
+            return False
+        return True
+
+    def __enter__(self) -> _ClientErrors:
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeFilter(self)
+
+
+async def _create_missing(
+    bootstrap: str,
+    names: list[str],
+    partitions: int,
+    security: Mapping[str, Any],
+    answered: Callable[[], None] = lambda: None,
+) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **security)
     try:
         await admin.start()
         existing = set(await admin.list_topics())
+        answered()
         missing = [name for name in dict.fromkeys(names) if name not in existing]
         if missing:
             await _create(admin, missing, partitions)
