@@ -45,15 +45,15 @@ demo: venv redis ## Run the end-to-end demo (python -m streams demo)
 worker: venv redis ## Run the worker (embedded broker unless KAFKA_BOOTSTRAP is set)
 	$(BIN)/python -m streams worker
 
-bench: venv redis ## Measure throughput, latency and state size beside framework anchors
-	$(BIN)/python -m bench
+bench: venv redis ## Measure throughput, latency and memory beside framework anchors (~10 min; BENCH_ARGS=--quick)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 broker: venv ## Run the embedded Kafka broker (Tansu) until Ctrl-C
 	$(BIN)/python -m streams broker
 
 lint: venv ## Check style and types (ruff, mypy)
-	$(BIN)/ruff check streams tests
-	$(BIN)/mypy streams
+	$(BIN)/ruff check streams tests bench
+	$(BIN)/mypy streams bench
 
 clean: ## Remove run data and caches (keeps .venv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache

@@ -345,3 +345,17 @@ def test_cached_window_queries_give_the_same_outcomes_as_a_state_restored_every_
         assert cached == uncached
         outcomes += len(cached.signals) + len(cached.decisions)
     assert outcomes > 50
+
+
+def test_a_stored_value_holds_no_more_memory_than_its_length_needs() -> None:
+    import tracemalloc
+
+    state = AccountState("acme")
+    run(busy_account(), state=state)
+    tracemalloc.start()
+    try:
+        values = [state.to_bytes() for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0] / len(values)
+    finally:
+        tracemalloc.stop()
+    assert held < len(values[0]) + 256

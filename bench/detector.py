@@ -1,0 +1,290 @@
+"""The real worker under measurement: throughput, signal latency at half load, memory/account."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from bench.infra import (
+    CpuMeter,
+    Worker,
+    delete_prefix,
+    rss_bytes,
+    say,
+    steady_rate,
+    wait_idle,
+)
+from bench.inputs import FastProducer, Inputs, create_topics, new_accounts
+from streams.domain.decide import Detector
+from streams.domain.state import AccountState
+from streams.events import decode
+from streams.io.topics import partition_for
+from streams.rules import load
+from streams.settings import Settings
+
+IDLE_SETTLE = 3.0  # seconds a ready worker is left alone before its memory is read
+
+
+@dataclass
+class Context:
+    """The run's broker, Redis and scratch space, shared by every phase."""
+
+    run_id: str
+    bootstrap: str
+    broker_pid: int
+    redis_url: str
+    partitions: int
+    workdir: Path
+
+    def worker(self, name: str, topic_events: str) -> Worker:
+        return Worker.start(
+            name,
+            self.bootstrap,
+            self.redis_url,
+            topic_events,
+            self.partitions,
+            self.workdir,
+            redis_prefix=f"{name}:",
+        )
+
+    def retire(self, worker: Worker) -> None:
+        worker.stop()
+        delete_prefix(self.redis_url, worker.env["REDIS_PREFIX"])
+
+
+def throughput(
+    ctx: Context, name: str, topic: str, expected: int, interval: float
+) -> dict[str, Any]:
+    """Run a fresh worker over a pre-produced topic; events per second once it is under way."""
+    worker = ctx.worker(name, topic)
+    try:
+        ready_s = worker.wait_ready()
+        cpu = CpuMeter({"worker": worker.pid, "broker": ctx.broker_pid})
+        cpu.start()
+        samples = worker.wait_processed(expected, interval)
+        shares = cpu.read()
+        eps = steady_rate(samples, expected)
+        rss = rss_bytes(worker.pid)
+    finally:
+        ctx.retire(worker)
+    return {
+        "eps": eps,
+        "ready_s": round(ready_s, 2),
+        "samples": len(samples),
+        "cpu": shares,
+        "rss_mb": round(rss / 2**20, 1),
+    }
+
+
+class SignalReader(threading.Thread):
+    """Reads a signals topic from the beginning, noting when each signal arrived."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        super().__init__(daemon=True, name="signal-reader")
+        # Assigned, not subscribed: a librdkafka group join is slow on Tansu. A short fetch
+        # wait, so that the reader adds little to what it measures.
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{topic}-reader",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+                "fetch.min.bytes": 1,
+            }
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+        self._done = threading.Event()
+        self.arrivals: list[tuple[str, float]] = []  # source_event_id, arrival (epoch s)
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            while not self._done.is_set():
+                message = self._consumer.poll(0.05)
+                if message is None:
+                    continue
+                arrived = time.time()
+                error = message.error()
+                if error is not None:
+                    if error.fatal():
+                        self.error = str(error)
+                        return
+                    continue
+                signal = orjson.loads(message.value() or b"{}")
+                self.arrivals.append((signal["source_event_id"], arrived))
+        finally:
+            self._consumer.close()
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join(10)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def latency(ctx: Context, name: str, inputs: Inputs, rate: float, seconds: float) -> dict[str, Any]:
+    """Send-to-arrival time of signals, with simulated events offered at `rate` per second.
+
+    A fresh worker first takes the simulation up to its last `rate * seconds` events as
+    batch envelopes (fast, not measured), so that its accounts have the history that makes
+    triggers fire; those last events are then sent one per message at a steady pace, and
+    every signal they fire is matched to its send time through its source_event_id.
+    """
+    topic = f"{name}-events"
+    create_topics(ctx.bootstrap, [topic], ctx.partitions)
+    worker = ctx.worker(name, topic)
+    producer = FastProducer(ctx.bootstrap, linger_ms=5)  # librdkafka's default linger
+    reader: SignalReader | None = None
+    paced = min(len(inputs.simulation) // 2, max(1, int(rate * seconds)))
+    history, events = inputs.latency_split(paced, ctx.partitions)
+    warm = len(inputs.simulation) - paced
+    try:
+        worker.wait_ready()
+        say(f"  warming up {name} with {warm:,} events of history (batches)")
+        producer.send_all(topic, history)
+        worker.wait_processed(warm, interval=0.5)
+        settle_s = wait_idle(worker.pid)
+        encoded = [
+            (partition_for(e["account_id"].encode(), ctx.partitions), e, orjson.dumps(e))
+            for e in events
+        ]
+        reader = SignalReader(ctx.bootstrap, worker.env["TOPIC_SIGNALS"], ctx.partitions)
+        reader.start()
+        say(f"  offering {len(events):,} events at {rate:,.0f}/s for {len(events) / rate:.0f}s")
+        cpu = CpuMeter({"worker": worker.pid, "broker": ctx.broker_pid})
+        cpu.start()
+        sent_at: dict[str, float] = {}
+        started = time.monotonic()
+        sent = 0
+        while sent < len(encoded):
+            due = min(len(encoded), int((time.monotonic() - started) * rate) + 1)
+            while sent < due:
+                partition, event, value = encoded[sent]
+                sent_at.setdefault(event["event_id"], time.time())
+                producer.send(topic, partition, event["account_id"].encode(), value)
+                sent += 1
+            producer.poll()
+            time.sleep(0.002)
+        offered_s = time.monotonic() - started
+        producer.flush()
+        worker.wait_processed(len(inputs.simulation), interval=0.1)
+        drain_s = time.monotonic() - started - offered_s
+        shares = cpu.read()
+        time.sleep(2.0)  # the last signals on their way
+        reader.finish()
+        if reader.error:
+            say(f"  signal reader stopped on an error: {reader.error}")
+        first_send = min(sent_at.values(), default=0.0)
+        timeline = sorted(
+            (sent_at[source] - first_send, (arrived - sent_at[source]) * 1000)
+            for source, arrived in reader.arrivals
+            if source in sent_at
+        )
+        latencies = [latency for _, latency in timeline]
+    finally:
+        if reader is not None and reader.is_alive():
+            reader.finish()
+        ctx.retire(worker)
+    result: dict[str, Any] = {
+        "offered_eps": round(rate, 1),
+        "achieved_eps": round(len(events) / offered_s, 1),
+        "events": len(events),
+        "signals_matched": len(latencies),
+        "signals_total": len(reader.arrivals),
+        "settle_s": round(settle_s, 2),
+        "drain_s": round(drain_s, 2),
+        "cpu": shares,
+        # (seconds into the paced phase the event was sent, its signal's latency in ms)
+        "timeline": [(round(at, 2), round(ms, 1)) for at, ms in timeline],
+    }
+    if latencies:
+        result.update(
+            p50_ms=percentile(latencies, 0.5),
+            p99_ms=percentile(latencies, 0.99),
+            max_ms=max(latencies),
+            mean_ms=statistics.fmean(latencies),
+        )
+    return result
+
+
+def state_memory(ctx: Context, name: str, accounts: int) -> dict[str, Any]:
+    """Growth of the worker's resident memory per account, for `accounts` new accounts.
+
+    The accounts arrive in two halves. The figure is the growth over all of them, from the
+    idle worker; the growth over the second half alone is kept beside it: memory that the
+    first half's processing took and freed (producer buffers, allocator arenas) is reused
+    then, so it is closer to what one more account costs.
+    """
+    topic = f"{name}-events"
+    create_topics(ctx.bootstrap, [topic], ctx.partitions)
+    half = accounts // 2
+    waves = [
+        new_accounts(0, half, ctx.partitions, name),
+        new_accounts(half, accounts - half, ctx.partitions, name),
+    ]
+    worker = ctx.worker(name, topic)
+    producer = FastProducer(ctx.bootstrap)
+    try:
+        worker.wait_ready()
+        time.sleep(IDLE_SETTLE)
+        wait_idle(worker.pid)
+        before = rss_bytes(worker.pid)
+        say(f"  {name}: idle RSS {before / 2**20:.1f} MiB; feeding {accounts:,} new accounts")
+        producer.send_all(topic, waves[0])
+        worker.wait_processed(2 * half, interval=0.5)
+        wait_idle(worker.pid)
+        middle = settled_rss(worker.pid)
+        producer.send_all(topic, waves[1])
+        worker.wait_processed(2 * accounts, interval=0.5)
+        wait_idle(worker.pid)
+        after = settled_rss(worker.pid)
+    finally:
+        ctx.retire(worker)
+    return {
+        "bytes_per_account": (after - before) / accounts,
+        "second_half_bytes_per_account": (after - middle) / (accounts - half),
+        "rss_before_mb": round(before / 2**20, 1),
+        "rss_middle_mb": round(middle / 2**20, 1),
+        "rss_after_mb": round(after / 2**20, 1),
+        "accounts": accounts,
+        "state_value_bytes": state_value_size(waves[0][0][2]),
+    }
+
+
+def settled_rss(pid: int, timeout: float = 20.0) -> int:
+    """RSS once it has stopped changing by more than 1% a second (or after `timeout`)."""
+    previous = rss_bytes(pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        current = rss_bytes(pid)
+        if abs(current - previous) <= 0.01 * previous:
+            return current
+        previous = current
+    return previous
+
+
+def state_value_size(envelope: bytes) -> float:
+    """Mean size of the table value the detector keeps for the accounts in one envelope."""
+    detector = Detector(load(Settings().rules_file))
+    states: dict[str, AccountState] = {}
+    for event in decode(envelope).events:
+        state = states.setdefault(event.account_id, AccountState(event.account_id))
+        detector.apply(state, event)
+    return statistics.fmean(len(state.to_bytes()) for state in states.values())

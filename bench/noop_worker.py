@@ -1,0 +1,75 @@
+"""The framework's ceiling: a Faust app whose one agent only iterates the input topic.
+
+Run by the benchmark as `python -m bench.noop_worker` with the worker's environment
+(KAFKA_BOOTSTRAP, APP_ID, TOPIC_EVENTS, TOPIC_PARTITIONS, EMBEDDED_BROKER, DATA_DIR,
+WEB_PORT) plus BENCH_EXPECT, the number of messages in the topic, and BENCH_RESULT, a file.
+When the agent has seen them all it writes {"count", "seconds"} to that file: the time from
+the first message to the last (not to stdout: a Faust worker redirects it into its log).
+The app is built with the settings of streams/app.py that bear on throughput: the same
+transport (on the embedded broker, the one with a short fetch wait), memory store,
+at-least-once, raw topics, the same broker timeouts and producer batch size.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import faust
+import orjson
+
+from streams.io import tansu
+from streams.settings import Settings
+
+
+def create_app(settings: Settings, expected: int, result_path: Path) -> faust.App:
+    assert settings.kafka_bootstrap
+    scheme = tansu.SCHEME if settings.embedded_broker else "kafka"
+    app = faust.App(
+        settings.app_id,
+        broker=f"{scheme}://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_rebalance_timeout=settings.broker_rebalance_timeout,
+        broker_session_timeout=settings.broker_session_timeout,
+        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
+        producer_max_batch_size=1 if settings.embedded_broker else 16_384,
+        web_port=settings.web_port,
+    )
+    topic = app.topic(settings.topic_events, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(topic, name="noop")
+    async def noop(stream: faust.StreamT) -> None:
+        count, first = 0, 0.0
+        async for _event in stream.events():
+            count += 1
+            if count == 1:
+                first = time.perf_counter()
+            if count == expected:
+                seconds = time.perf_counter() - first
+                partial = result_path.with_suffix(".partial")
+                partial.write_bytes(orjson.dumps({"count": count, "seconds": seconds}))
+                partial.rename(result_path)
+
+    return app
+
+
+def main() -> int:
+    settings = Settings()
+    app = create_app(settings, int(os.environ["BENCH_EXPECT"]), Path(os.environ["BENCH_RESULT"]))
+    try:
+        faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
