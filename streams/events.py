@@ -26,12 +26,17 @@ EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
 REASONS = ("not_json", "schema", "unknown_type", "too_large", "timestamp")
+# Messages nested deeper than this (lists and objects; the two levels of a batch envelope
+# do not count) are rejected whole. orjson writes at most 254 levels, and what an event
+# carries travels on, a few levels deeper, in re-keyed batches, signals and the account state.
+MAX_DEPTH = 64
+_ORJSON_MAX_DEPTH = 254
 
 # RFC 3339 date-time (section 5.6; "T"/"Z" in either case, or a space as its note allows).
 # The offset is optional here only so that its absence gets its own message.
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+    r"(?P<offset>[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?"
 )
 
 
@@ -49,9 +54,14 @@ def parse_timestamp(value: Any) -> float:
         raise PydanticCustomError(
             "timestamp", "timestamp has no UTC offset: {value}", {"value": value[:64]}
         )
+    text = value.upper().replace(" ", "T")
+    # RFC 3339 allows a leap second (23:59:60 UTC); it is read as second 59 of its minute
+    leap = text[17:19] == "60"
+    if leap:
+        text = text[:17] + "59" + text[19:]
     try:
         # fromisoformat checks the ranges the pattern lets through (month 13, February 30)
-        parsed = datetime.fromisoformat(value.upper().replace(" ", "T"))
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise not_rfc3339 from None
     seconds = parsed.timestamp()
@@ -59,6 +69,8 @@ def parse_timestamp(value: Any) -> float:
         raise PydanticCustomError(
             "timestamp", "timestamp outside 2000..2099: {value}", {"value": value[:64]}
         )
+    if leap and int(seconds) % 86_400 // 60 != 23 * 60 + 59:
+        raise not_rfc3339  # a leap second is the last second of a UTC day
     return seconds
 
 
@@ -250,6 +262,22 @@ def _decode_one(obj: Any, index: int | None) -> Event | Rejection:
         return Rejection(reason, detail, orjson.dumps(obj), index)
 
 
+def _nested_deeper_than(parsed: Any, raw: bytes, depth: int) -> bool:
+    """Whether the JSON value nests lists and objects more than `depth` levels deep."""
+    if raw.count(b"[") + raw.count(b"{") <= depth:
+        return False
+    # orjson writes at most _ORJSON_MAX_DEPTH levels: wrapped in that many minus `depth`
+    # lists, the value can be written only if it is at most `depth` levels deep (and
+    # orjson finds that out many times faster than a walk over the value here would)
+    for _ in range(_ORJSON_MAX_DEPTH - depth):
+        parsed = [parsed]
+    try:
+        orjson.dumps(parsed)
+    except orjson.JSONEncodeError:
+        return True
+    return False
+
+
 def decode(
     raw: bytes | None,
     max_bytes: int = MAX_MESSAGE_BYTES,
@@ -268,7 +296,13 @@ def decode(
     except orjson.JSONDecodeError as error:
         out.rejections.append(Rejection("not_json", str(error)[:200], raw))
         return out
-    if isinstance(parsed, dict) and "events" in parsed and "type" not in parsed:
+    envelope = isinstance(parsed, dict) and "events" in parsed and "type" not in parsed
+    if _nested_deeper_than(parsed, raw, MAX_DEPTH + 2 if envelope else MAX_DEPTH):
+        out.rejections.append(
+            Rejection("schema", f"JSON nested more than {MAX_DEPTH} levels deep", raw)
+        )
+        return out
+    if envelope:
         batch = parsed["events"]
         if not isinstance(batch, list) or not 1 <= len(batch) <= max_batch:
             size = len(batch) if isinstance(batch, list) else type(batch).__name__
@@ -298,6 +332,21 @@ def decode(
 def encode_batch(sources: list[dict[str, Any]]) -> bytes:
     """Serialize original event objects as a batch envelope."""
     return orjson.dumps({"events": sources})
+
+
+def encode_batches(
+    sources: list[dict[str, Any]], max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[bytes]:
+    """Batch envelopes of `sources`, in order, each within `max_bytes` where one event fits.
+
+    Re-encoding can make a batch longer than the message it came from (orjson writes
+    1e15 as 1000000000000000.0), so a forwarded batch is split rather than rejected.
+    """
+    whole = encode_batch(sources)
+    if len(whole) <= max_bytes or len(sources) == 1:
+        return [whole]
+    half = len(sources) // 2
+    return encode_batches(sources[:half], max_bytes) + encode_batches(sources[half:], max_bytes)
 
 
 def format_time(seconds: float) -> str:

@@ -18,6 +18,9 @@ class Fired:
     evidence: dict[str, Any]
 
 
+MAX_RATIO = 1e12
+
+
 def _level_reached(levels: list[float], ratio: float) -> float | None:
     reached = [level for level in levels if ratio >= level]
     return reached[-1] if reached else None
@@ -38,11 +41,13 @@ def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fir
         limit = state.usage_limits.get(meter)
         if not limit or meter_month != month:
             continue
-        ratio = used / limit
+        # capped: a tiny limit must not make the ratio infinite (JSON has no infinity)
+        ratio = min(used / limit, MAX_RATIO)
         level = _level_reached(rule.levels, ratio)
         projected = None
-        if level is None and days_elapsed >= rule.projection_min_days and used > 0:
-            days_to_limit = (limit - used) / (used / days_elapsed)
+        run_rate = used / days_elapsed if days_elapsed > 0 else 0.0
+        if level is None and days_elapsed >= rule.projection_min_days and run_rate > 0:
+            days_to_limit = (limit - used) / run_rate
             if days_to_limit <= min(rule.projection_days, days_left):
                 level, projected = rule.levels[0], days_to_limit
         if level is not None and (best is None or (level, ratio) > best[:2]):

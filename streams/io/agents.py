@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from streams.domain.decide import Detector, Outcome
 from streams.domain.state import AccountState
-from streams.events import Event, Rejection, decode, encode_batch
+from streams.events import Event, Rejection, decode, encode_batches
 from streams.io import kafka_security, metrics
 from streams.io.ledger import Ledger
 from streams.io.reconcile import reconcile
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # the 1 MB a Kafka broker accepts by default, even after JSON escaping.
 DLQ_RAW_LIMIT = 128 * 1024
 SEND_RETRY_MAX_SECONDS = 10.0
+# Forwarded batches stay under Kafka's default 1 MB message limit (and Faust's producer's).
+FORWARD_LIMIT = 900_000
 # Decoded states of the accounts seen last, so that a busy account is not decoded per message.
 STATE_CACHE_ACCOUNTS = 10_000
 # A send that fails with these is sent again; anything else is a bug and stops the worker.
@@ -137,12 +139,10 @@ class Pipeline:
             if message.topic != self.settings.repartition_topic and home != message.partition:
                 metrics.REPARTITIONED.inc(len(events))
                 # the original timestamp travels along: latency is measured from it
-                await self.repartition.send(
-                    key=account_key,
-                    value=encode_batch(sources),
-                    partition=home,
-                    timestamp=message.timestamp,
-                )
+                for batch in encode_batches(sources, FORWARD_LIMIT):
+                    await self.repartition.send(
+                        key=account_key, value=batch, partition=home, timestamp=message.timestamp
+                    )
                 continue
             await self.process_account(account, events, message.timestamp)
         metrics.MESSAGES.inc()

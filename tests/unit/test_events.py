@@ -471,3 +471,22 @@ def test_a_batch_over_one_mib_is_rejected_whole_as_too_large() -> None:
     assert len(raw) > MAX_MESSAGE_BYTES
 
     assert reject(raw)[0] == "too_large"
+
+
+def test_a_forwarded_batch_that_grows_on_re_encoding_is_split_not_lost() -> None:
+    from streams.events import encode_batch, encode_batches
+
+    sources = [
+        {
+            "event_id": f"e{n}",
+            "type": "usage_recorded",
+            "account_id": "acme",
+            "timestamp": "2026-03-01T00:00:00Z",
+            "properties": {"meter": "api_calls", "quantity": 1e15},
+        }
+        for n in range(300)
+    ]
+    limit = len(encode_batch(sources)) // 3
+    batches = encode_batches(sources, limit)
+    assert len(batches) > 1 and all(len(batch) <= limit for batch in batches)
+    assert [e.event_id for b in batches for e in decode(b).events] == [f"e{n}" for n in range(300)]
