@@ -20,29 +20,12 @@ from pathlib import Path
 import faust
 import orjson
 
-from streams.io import tansu
+from streams.app import new_faust_app
 from streams.settings import Settings
 
 
 def create_app(settings: Settings, expected: int, result_path: Path) -> faust.App:
-    assert settings.kafka_bootstrap
-    scheme = tansu.SCHEME if settings.embedded_broker else "kafka"
-    app = faust.App(
-        settings.app_id,
-        broker=f"{scheme}://{settings.kafka_bootstrap}",
-        store="memory://",
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=1,
-        table_standby_replicas=0,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        broker_rebalance_timeout=settings.broker_rebalance_timeout,
-        broker_session_timeout=settings.broker_session_timeout,
-        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
-        producer_max_batch_size=1 if settings.embedded_broker else 16_384,
-        web_port=settings.web_port,
-    )
+    app = new_faust_app(settings)  # the worker's own configuration
     topic = app.topic(settings.topic_events, key_serializer="raw", value_serializer="raw")
 
     @app.agent(topic, name="noop")

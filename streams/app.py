@@ -15,12 +15,12 @@ from streams.rules import Rules
 from streams.settings import Settings
 
 
-def create_app(settings: Settings, rules: Rules) -> faust.App:
-    """A Faust app running the detector with `rules` against the settings' broker and Redis."""
+def new_faust_app(settings: Settings) -> faust.App:
+    """A Faust app configured from settings as the worker runs it, with no agents yet."""
     if not settings.kafka_bootstrap:
-        raise ValueError("create_app needs settings.kafka_bootstrap")
+        raise ValueError("a Faust app needs settings.kafka_bootstrap")
     scheme = tansu.SCHEME if settings.embedded_broker else "kafka"
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=f"{scheme}://{settings.kafka_bootstrap}",
         store="memory://",
@@ -40,6 +40,11 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
         # SASL/TLS from KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*; None: PLAINTEXT
         broker_credentials=kafka_security.faust_credentials(settings),
     )
+
+
+def create_app(settings: Settings, rules: Rules) -> faust.App:
+    """A Faust app running the detector with `rules` against the settings' broker and Redis."""
+    app = new_faust_app(settings)
     ledger = Ledger(settings.redis_url, settings.redis_prefix)
     pipeline = Pipeline(app, settings, Detector(rules), ledger)
     register(app, pipeline)
