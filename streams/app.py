@@ -8,7 +8,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.domain.decide import Detector
-from streams.io import kafka_security, metrics, tansu
+from streams.io import kafka_security, metrics, transport
 from streams.io.agents import Pipeline, register
 from streams.io.ledger import Ledger
 from streams.rules import Rules
@@ -19,7 +19,7 @@ def new_faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings as the worker runs it, with no agents yet."""
     if not settings.kafka_bootstrap:
         raise ValueError("a Faust app needs settings.kafka_bootstrap")
-    scheme = tansu.SCHEME if settings.embedded_broker else "kafka"
+    scheme = transport.TANSU_SCHEME if settings.embedded_broker else transport.KAFKA_SCHEME
     return faust.App(
         settings.app_id,
         broker=f"{scheme}://{settings.kafka_bootstrap}",
@@ -86,8 +86,9 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
         for tp in app.consumer.assignment():
             if tp.topic in input_topics:
                 position = await app.consumer.position(tp)
-                if position is not None:
-                    lag = max(0, app.consumer.highwater(tp) - position)
+                highwater = app.consumer.highwater(tp)  # None until the first fetch
+                if position is not None and highwater is not None:
+                    lag = max(0, highwater - position)
                     metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
     triggers = sorted({t for segment in rules.by_segment.values() for t in segment.enabled})

@@ -84,6 +84,7 @@ class AccountState:
         "triggers",
         "primary",
         "pruned_day",
+        "inputs",
         "revision",
         "memo",
         "active_counts",
@@ -116,6 +117,9 @@ class AccountState:
         self.triggers: dict[str, list[Any]] = {}
         self.primary: list[Any] | None = None  # [signal dict, account clock when published]
         self.pruned_day = 0
+        # input partition -> (offset, part) of the last input message applied to this account:
+        # a message read again after a crash or a rebalance is at or below it, and is skipped
+        self.inputs: dict[int, tuple[int, int]] = {}
         # Not stored: `revision` counts changes to users, departments, gate hits and invites,
         # so that window queries over them can be reused while it and the day stay the same.
         self.revision = 0
@@ -309,7 +313,7 @@ class AccountState:
     def _dumps(self) -> bytes:
         return orjson.dumps(
             [
-                1,
+                2,
                 self.account_id,
                 self.now,
                 self.plan,
@@ -332,6 +336,7 @@ class AccountState:
                 self.triggers,
                 self.primary,
                 self.pruned_day,
+                [[partition, *position] for partition, position in self.inputs.items()],
             ]
         )
 
@@ -345,8 +350,10 @@ class AccountState:
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         values = orjson.loads(data)
-        if values[0] != 1:
+        if values[0] not in (1, 2):
             raise ValueError(f"unknown account state version {values[0]}")
+        if values[0] == 1:
+            values.append([])  # version 1 kept no input positions
         state = cls(values[1])
         (
             state.now,
@@ -370,9 +377,11 @@ class AccountState:
             state.triggers,
             state.primary,
             state.pruned_day,
+            inputs,
         ) = values[2:]
         state.seats = set(seats)
         state.gate_hits = dict(map(tuple, gate_hits))
         state.invites = dict(map(tuple, invites))
         state.seen = dict(map(tuple, seen))
+        state.inputs = {partition: (offset, part) for partition, offset, part in inputs}
         return state

@@ -35,6 +35,10 @@ STATE_CACHE_ACCOUNTS = 10_000
 # A send that fails with these is sent again; anything else is a bug and stops the worker.
 SEND_ERRORS = (KafkaError, TimeoutError, ConnectionError)
 Record = tuple[faust.TopicT, bytes | None, bytes]
+# A forwarded batch names the input message it came from: "partition:offset:part".
+SOURCE_HEADER = "x-expansion-source"
+# (input partition, (offset, part)): where on the input topic an account's events were read
+Source = tuple[int, tuple[int, int]]
 
 
 def dlq_record(rejection: Rejection, message: Any) -> bytes:
@@ -61,6 +65,15 @@ def dlq_record(rejection: Rejection, message: Any) -> bytes:
             "raw_truncated": truncated,
         }
     )
+
+
+def forwarded_from(message: Any) -> Source | None:
+    """The input position a forwarded batch names (None for one forwarded by hand)."""
+    for name, value in message.headers or ():
+        if name == SOURCE_HEADER:
+            partition, offset, part = (int(n) for n in value.split(b":"))
+            return partition, (offset, part)
+    return None
 
 
 def wall_clock() -> str:
@@ -136,22 +149,44 @@ class Pipeline:
         for account, (events, sources) in by_account.items():
             account_key = account.encode()
             home = partition_for(account_key, self.partitions)
-            if message.topic != self.settings.repartition_topic and home != message.partition:
+            if message.topic == self.settings.repartition_topic:
+                origin = forwarded_from(message)
+            elif home == message.partition:
+                origin = (message.partition, (message.offset, 0))
+            else:
                 metrics.REPARTITIONED.inc(len(events))
                 # the original timestamp travels along: latency is measured from it
-                for batch in encode_batches(sources, FORWARD_LIMIT):
+                for part, batch in enumerate(encode_batches(sources, FORWARD_LIMIT)):
+                    header = f"{message.partition}:{message.offset}:{part}".encode()
                     await self.repartition.send(
-                        key=account_key, value=batch, partition=home, timestamp=message.timestamp
+                        key=account_key,
+                        value=batch,
+                        partition=home,
+                        timestamp=message.timestamp,
+                        headers=[(SOURCE_HEADER, header)],
                     )
                 continue
-            await self.process_account(account, events, message.timestamp)
+            await self.process_account(account, events, message.timestamp, origin)
         metrics.MESSAGES.inc()
         metrics.LAST_MESSAGE.set(time.time())
 
-    async def process_account(self, account: str, events: list[Event], sent_at: float) -> None:
-        """Apply an account's events in order, publish what they lead to, then save state."""
+    async def process_account(
+        self, account: str, events: list[Event], sent_at: float, origin: Source | None
+    ) -> None:
+        """Apply an account's events in order, publish what they lead to, then save state.
+
+        The state remembers the input position it has applied up to: the table's changelog
+        runs ahead of the committed input offsets, so after a crash or a rebalance the next
+        owner reads again messages its restored state already holds, and skips them.
+        """
         account_key = account.encode()
         state = self.load(account, account_key)
+        if origin is not None:
+            partition, position = origin
+            if position <= state.inputs.get(partition, (-1, -1)):
+                metrics.REREAD.inc(len(events))
+                return
+            state.inputs[partition] = position
         outcomes: list[Outcome] = []
         for event in events:
             outcome = self.detector.apply(state, event)

@@ -27,6 +27,11 @@ EVENTS_BY_TYPE = {event_type: EVENTS.labels(event_type) for event_type in EVENT_
 DUPLICATES = Counter(
     "expansion_events_duplicate_total", "Events whose event_id was already counted within 24 h"
 )
+REREAD = Counter(
+    "expansion_events_reread_total",
+    "Events skipped because the account's state already held their input message "
+    "(read again after a crash or a rebalance)",
+)
 LATE = Counter(
     "expansion_events_late_total",
     "Events older than the account's clock minus the late allowance: state only, no triggers",

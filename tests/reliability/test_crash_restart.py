@@ -66,9 +66,6 @@ def crash_and_restart(
     assert worker.process.poll() is None, log_tails([worker])
 
 
-# In make test-reliability only, for now: it currently fails (signals after SIGKILL and
-# restart differ from the uninterrupted run); see the README's Reliability section.
-@pytest.mark.slow
 def test_sigkill_three_times_mid_stream_publishes_what_an_uninterrupted_run_does(
     worker_factory: Any, kafka_io: Any, simulated: Any, journal: Journal
 ) -> None:
@@ -85,7 +82,7 @@ def test_sigkill_three_times_mid_stream_publishes_what_an_uninterrupted_run_does
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a minute and a half each: in make test-reliability
 @pytest.mark.parametrize("seed", [SEED + 1, SEED + 2])
 def test_sigkill_many_times_mid_stream_publishes_what_an_uninterrupted_run_does(
     worker_factory: Any, kafka_io: Any, simulated: Any, journal: Journal, seed: int

@@ -46,9 +46,6 @@ def wait_for(
         time.sleep(0.3)
 
 
-# In make test-reliability only, for now: it currently fails (signals after SIGKILL and
-# restart differ from the uninterrupted run); see the README's Reliability section.
-@pytest.mark.slow
 def test_a_killed_member_and_a_new_one_move_state_with_partitions(
     worker_factory: Any, kafka_io: Any, simulated: Any, journal: Journal
 ) -> None:

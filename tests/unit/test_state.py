@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from scenario import (
     BASE,
     account,
@@ -280,6 +281,7 @@ def busy_account() -> list[Event]:
 def test_state_survives_a_serialization_round_trip_unchanged() -> None:
     state = AccountState("acme")
     assert signals(run(busy_account(), state=state)) != []
+    state.inputs = {0: (41, 0), 3: (7, 2)}
     assert state.primary is not None and state.triggers and state.seen
 
     restored = AccountState.from_bytes(state.to_bytes())
@@ -310,6 +312,17 @@ def test_a_restored_state_behaves_like_the_original() -> None:
     assert from_restored == run(future, state=original)
     assert signals(from_restored) != []
     assert restored.to_bytes() == original.to_bytes()
+
+
+def test_a_state_stored_before_input_positions_existed_is_read_with_none() -> None:
+    state = AccountState("acme")
+    run(busy_account(), state=state)
+    version_1 = orjson.dumps([1, *orjson.loads(state.to_bytes())[1:-1]])
+
+    restored = AccountState.from_bytes(version_1)
+
+    assert restored.inputs == {}
+    assert restored.to_bytes() == state.to_bytes()
 
 
 def test_an_empty_state_survives_a_round_trip() -> None:

@@ -1,0 +1,111 @@
+"""Faust transports: the aiokafka driver handing out input records strictly in order.
+
+In order. After a rebalance Faust restores the tables, resumes the input partitions and only
+then seeks them to their committed offsets, while its fetch loop is already running. Records
+fetched before the seek are handed to the agent after it, and a fetch that started before
+the seek can return records after it that Faust then drops; either way records are taken
+from the fetcher and never processed. Faust notes the jump in offsets as a gap and commits
+past it (the records are lost), or its read offset runs ahead of them and it can never
+commit past them (faust-streaming #596 looks like this). Here, every input partition's next
+offset is known (from the committed offset at a seek, then from each record handed out); a
+record past it makes the partition seek back to it, and the rest of that batch is dropped
+and fetched again. Records the agent already processed come again after a seek; the account
+state's input position skips them. A jump that is still there after a seek back is a real
+gap (a transaction marker, compaction) and is accepted.
+
+Short fetch wait (Tansu only). Tansu answers a fetch when the fetch's wait runs out, not as
+soon as records arrive, and Faust asks for 1.5 s: every event would wait up to that long.
+Kafka answers early.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Set
+from typing import Any
+
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, Message
+
+log = logging.getLogger(__name__)
+
+KAFKA_SCHEME = "expansion-kafka"
+TANSU_SCHEME = "expansion-tansu"
+FETCH_MAX_WAIT_MS = 20
+
+
+class Consumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.next_offsets: dict[TP, int] = {}  # input partition -> offset to hand out next
+        self.sought: set[TP] = set()  # partitions sought back to their next offset
+
+    def is_input(self, tp: TP) -> bool:
+        """An agent's input partition (acked and committed), not a table's changelog."""
+        return bool(self.app.topics.acks_enabled_for(tp.topic))
+
+    async def perform_seek(self) -> None:
+        # A stopped flow makes the fetch loop leave the record it is delivering at once,
+        # before the seek (a broker round trip) ends; recovery resumes the flow right after.
+        self.stop_flow()
+        await super().perform_seek()
+        committed = {tp: offset for tp, offset in self._read_offset.items() if self.is_input(tp)}
+        self.next_offsets = {tp: offset for tp, offset in committed.items() if offset is not None}
+        self.sought.clear()
+
+    async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
+        for tp in revoked:
+            self.next_offsets.pop(tp, None)
+            self.sought.discard(tp)
+        await super().on_partitions_revoked(revoked)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        dropped: set[TP] = set()  # partitions whose rest of this batch is fetched again
+        async for tp, message in super().getmany(timeout):
+            if tp in dropped or not self.is_input(tp):
+                if tp not in dropped:
+                    yield tp, message
+                continue
+            expected = self.next_offsets.get(tp)
+            if expected is not None and message.offset < expected:
+                continue  # handed out already
+            if expected is not None and message.offset > expected:
+                if tp in self.sought:
+                    log.info("offsets %s-%s of %s are a gap", expected, message.offset - 1, tp)
+                else:
+                    log.info(
+                        "%s: offset %s came before %s; fetching again", tp, message.offset, expected
+                    )
+                    await self.seek_wait({tp: expected})
+                    self.sought.add(tp)
+                    dropped.add(tp)
+                    continue
+            self.sought.discard(tp)
+            self.next_offsets[tp] = message.offset + 1
+            self._read_offset[tp] = message.offset  # what Faust's own check compares with
+            yield tp, message
+
+
+class TansuConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
+
+
+class TansuConsumer(Consumer):
+    def _new_consumer_thread(self) -> TansuConsumerThread:
+        return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class KafkaTransport(driver.Transport):
+    Consumer = Consumer
+
+
+class TansuTransport(driver.Transport):
+    Consumer = TansuConsumer
+
+
+TRANSPORTS.aliases[KAFKA_SCHEME] = f"{__name__}:KafkaTransport"
+TRANSPORTS.aliases[TANSU_SCHEME] = f"{__name__}:TansuTransport"
