@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import faust
 from faust.web import Request, Response, View
@@ -82,14 +83,21 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
 
     @app.timer(interval=5.0)
     async def report_lag() -> None:
-        metrics.LAG.clear()  # partitions this worker no longer holds are someone else's to report
-        for tp in app.consumer.assignment():
+        # partitions this worker no longer holds are someone else's to report
+        for gauge in (metrics.LAG, metrics.UNCOMMITTED, metrics.COMMITTED):
+            gauge.clear()
+        consumer = cast(transport.Consumer, app.consumer)
+        for tp in consumer.assignment():
             if tp.topic in input_topics:
-                position = await app.consumer.position(tp)
-                highwater = app.consumer.highwater(tp)  # None until the first fetch
+                labels = (tp.topic, str(tp.partition))
+                position = await consumer.position(tp)
+                highwater = consumer.highwater(tp)  # None until the first fetch
+                committed = consumer.committed_offset(tp)  # None until the first commit
                 if position is not None and highwater is not None:
-                    lag = max(0, highwater - position)
-                    metrics.LAG.labels(tp.topic, str(tp.partition)).set(lag)
+                    metrics.LAG.labels(*labels).set(max(0, highwater - position))
+                if committed is not None and highwater is not None:
+                    metrics.COMMITTED.labels(*labels).set(committed)
+                    metrics.UNCOMMITTED.labels(*labels).set(max(0, highwater - committed))
 
     triggers = sorted({t for segment in rules.by_segment.values() for t in segment.enabled})
 

@@ -83,7 +83,17 @@ PUBLISH_RETRIES = Counter(
 )
 LAG = Gauge(
     "expansion_consumer_lag",
-    "Messages not yet processed, per input partition",
+    "Messages not yet fetched, per input partition",
+    ["topic", "partition"],
+)
+UNCOMMITTED = Gauge(
+    "expansion_consumer_uncommitted_messages",
+    "Messages past the group's committed offset, per input partition",
+    ["topic", "partition"],
+)
+COMMITTED = Gauge(
+    "expansion_consumer_committed_offset",
+    "The group's committed offset, per input partition",
     ["topic", "partition"],
 )
 ACCOUNTS = Gauge("expansion_accounts_in_state", "Accounts held in this worker's state table")
@@ -101,8 +111,7 @@ TRIGGER_ACCOUNTS = Gauge(
 )
 TRIGGER_REACH = Gauge(
     "expansion_trigger_reach_ratio",
-    "Share of active accounts the trigger published on in the last 90 days "
-    "(healthy: 0.05 to 0.15)",
+    "Share of active accounts the trigger published on in the last 90 days (healthy: 0.05 to 0.15)",
     ["trigger"],
 )
 BUILD = Info("expansion_build", "Version of the detector and digest of the rules file it runs")

@@ -41,6 +41,10 @@ class Consumer(driver.Consumer):
         self.next_offsets: dict[TP, int] = {}  # input partition -> offset to hand out next
         self.sought: set[TP] = set()  # partitions sought back to their next offset
 
+    def committed_offset(self, tp: TP) -> int | None:
+        """The group's committed offset of a partition, as of the last seek or commit."""
+        return self._committed_offset.get(tp)
+
     def is_input(self, tp: TP) -> bool:
         """An agent's input partition (acked and committed), not a table's changelog."""
         return bool(self.app.topics.acks_enabled_for(tp.topic))
