@@ -34,21 +34,7 @@ fi
 
 mkdir -p "$run_dir"
 if ! command -v redis-server >/dev/null; then
-    sudo=""
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null || {
-            echo "ensure-redis: redis-server is missing; install it as root (apt-get install redis-server)" >&2
-            exit 1
-        }
-        sudo=sudo
-    fi
-    echo "ensure-redis: installing redis-server (Debian package; log: .run/redis-install.log)"
-    if ! { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive \
-            apt-get install -y -qq redis-server; } >"$run_dir/redis-install.log" 2>&1; then
-        tail -n 20 "$run_dir/redis-install.log" >&2
-        echo "ensure-redis: installing redis-server failed" >&2
-        exit 1
-    fi
+    bash "$root/scripts/apt-install.sh" ensure-redis redis-server
     # The package may start its own service on the default port.
     answers && { echo "ensure-redis: redis-server installed and answering at $url"; exit 0; }
 fi

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from builders import healthy_account, metrics_of, seats, values, wait_for_metric
-from confluent_kafka import Consumer, TopicPartition
+from harness import committed, end_offsets
 
 from streams.embedded import free_port
 from streams.settings import ROOT
@@ -138,17 +138,6 @@ def test_promtool_accepts_the_metrics_and_the_alert_rules(worker_factory, kafka_
     assert rules.returncode == 0, rules.stdout + rules.stderr
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        offsets = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
-        return {tp.partition: tp.offset for tp in offsets}
-    finally:
-        consumer.close()
-
-
 def test_sigterm_commits_offsets_and_a_restart_reads_nothing_twice(worker_factory, kafka_io):
     worker = worker_factory()
     env = worker.env
@@ -160,13 +149,8 @@ def test_sigterm_commits_offsets_and_a_restart_reads_nothing_twice(worker_factor
 
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(30) == 0, worker.log_tail()
-    ends = {}
-    for partition in range(int(env["TOPIC_PARTITIONS"])):
-        consumer = Consumer({"bootstrap.servers": kafka_io.bootstrap, "group.id": "watermarks"})
-        ends[partition] = consumer.get_watermark_offsets(
-            TopicPartition(env["TOPIC_EVENTS"], partition), timeout=10
-        )[1]
-        consumer.close()
+    partitions = range(int(env["TOPIC_PARTITIONS"]))
+    ends = end_offsets(kafka_io.bootstrap, env["TOPIC_EVENTS"], partitions)
     offsets = committed(
         kafka_io.bootstrap, env["APP_ID"], env["TOPIC_EVENTS"], int(env["TOPIC_PARTITIONS"])
     )

@@ -25,37 +25,13 @@ import orjson
 import pytest
 import redis
 from builders import healthy_account, seats, wait_for_metric
+from pki import make_pki
 
 from streams.embedded import free_port
 from streams.settings import ROOT
 
 KAFKA_SECRET = "kafka-s3cret-Hq71"
 REDIS_SECRET = "redis-s3cret-Vb29"
-
-
-def openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def make_pki(directory: Path) -> dict[str, Path]:
-    """A CA, and a server certificate signed by it for 127.0.0.1."""
-    files = {name: directory / f"{name}.pem" for name in ("ca", "ca-key", "cert", "key")}
-    openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        "-keyout", files["ca-key"], "-out", files["ca"], "-subj", "/CN=expsig test CA",
-    )  # fmt: skip
-    csr = directory / "cert.csr"
-    openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", files["key"], "-out", csr,
-        "-subj", "/CN=127.0.0.1",
-    )  # fmt: skip
-    extensions = directory / "san.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl(
-        "x509", "-req", "-in", csr, "-CA", files["ca"], "-CAkey", files["ca-key"],
-        "-CAcreateserial", "-days", "2", "-out", files["cert"], "-extfile", extensions,
-    )  # fmt: skip
-    return files
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from harness import committed, end_offsets
 
 from streams import simulate
 from streams.backtest import replay
@@ -215,20 +215,6 @@ def live_status(workers: Iterable[Any]) -> str:
     return "\n".join(parts)
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed offset per partition (negative when none)."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
-    )
-    try:
-        offsets = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=10
-        )
-        return {tp.partition: tp.offset for tp in offsets}
-    finally:
-        consumer.close()
-
-
 def wait_processed(
     bootstrap: str,
     env: dict[str, str],
@@ -272,17 +258,6 @@ def wait_processed(
                 pytrace=False,
             )
         time.sleep(0.5)
-
-
-def end_offsets(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reliability-watermarks"})
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-    finally:
-        consumer.close()
 
 
 def read_signals(kafka_io: Any, topic: str) -> list[dict[str, Any]]:
