@@ -7,17 +7,19 @@ import base64
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 from aiokafka.errors import KafkaError
+from faust.types import TP
 
 from streams.domain.decide import Detector, Outcome
 from streams.domain.state import AccountState
 from streams.events import Event, Rejection, decode, encode_batches
-from streams.io import kafka_security, metrics
+from streams.io import kafka_security, metrics, transport
 from streams.io.ledger import Ledger
 from streams.io.reconcile import reconcile
 from streams.io.topics import partition_for
@@ -97,6 +99,10 @@ class Pipeline:
         # entry is used only while the table still holds that very object: after a
         # rebalance or a recovery the table holds another, and the state is decoded anew.
         self.states: OrderedDict[bytes, tuple[bytes, AccountState]] = OrderedDict()
+        # account key -> (its partition, its state) of accounts changed since the table was
+        # last written. save_states writes them just before Faust commits input offsets, so
+        # an account is encoded and sent to the changelog once per commit, not per message.
+        self.unsaved: dict[bytes, tuple[int, AccountState]] = {}
 
         def raw_topic(*names: str) -> faust.TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -166,12 +172,17 @@ class Pipeline:
                         headers=[(SOURCE_HEADER, header)],
                     )
                 continue
-            await self.process_account(account, events, message.timestamp, origin)
+            await self.process_account(account, home, events, message.timestamp, origin)
         metrics.MESSAGES.inc()
         metrics.LAST_MESSAGE.set(time.time())
 
     async def process_account(
-        self, account: str, events: list[Event], sent_at: float, origin: Source | None
+        self,
+        account: str,
+        partition: int,
+        events: list[Event],
+        sent_at: float,
+        origin: Source | None,
     ) -> None:
         """Apply an account's events in order, publish what they lead to, then save state.
 
@@ -200,16 +211,40 @@ class Pipeline:
         await self.publish(account_key, outcomes, sent_at)
         if all(outcome.duplicate for outcome in outcomes):
             return  # a duplicate changes nothing
-        # Saved only after the signals are on the broker: state that says "published"
-        # never survives a crash that lost the signal.
-        value = state.to_bytes()
-        self.accounts[account_key] = value
-        self.states[account_key] = (value, state)
-        if len(self.states) > STATE_CACHE_ACCOUNTS:
+        # Saved after the signals are on the broker: state that says "published" never
+        # survives a crash that lost the signal.
+        self.unsaved[account_key] = (partition, state)
+
+    def save_states(self) -> None:
+        """Write the accounts changed since the last commit to the table and its changelog.
+
+        Called just before Faust flushes its producer and commits input offsets: the state
+        on the changelog is never behind a committed offset.
+        """
+        for account_key, (partition, state) in self.unsaved.items():
+            value = state.to_bytes()
+            self.accounts.data[account_key] = value
+            self.accounts.send_changelog(partition, account_key, value)
+            self.states[account_key] = (value, state)
+            self.states.move_to_end(account_key)
+        self.unsaved.clear()
+        while len(self.states) > STATE_CACHE_ACCOUNTS:
             self.states.popitem(last=False)
 
+    def forget(self, revoked: Iterable[TP]) -> None:
+        """Drop the unsaved states of input partitions taken away. Their offsets were not
+        committed after those changes, so the partitions' next owner reads them again."""
+        inputs = {self.settings.topic_events, self.settings.repartition_topic}
+        partitions = {tp.partition for tp in revoked if tp.topic in inputs}
+        for account_key in [key for key, (p, _) in self.unsaved.items() if p in partitions]:
+            del self.unsaved[account_key]
+            self.states.pop(account_key, None)
+
     def load(self, account: str, account_key: bytes) -> AccountState:
-        """The account's state as the table holds it."""
+        """The account's state: as last changed here, or as the table holds it."""
+        unsaved = self.unsaved.get(account_key)
+        if unsaved is not None:
+            return unsaved[1]
         stored = self.accounts.get(account_key)
         cached = self.states.get(account_key)
         if cached is not None and stored is cached[0]:
@@ -311,6 +346,13 @@ def register(app: faust.App, pipeline: Pipeline) -> None:
     @app.on_partitions_assigned.connect
     async def reconcile_before_processing(*args: Any, **kwargs: Any) -> None:
         pipeline.needs_reconcile = True
+
+    @app.on_partitions_revoked.connect
+    async def forget_unsaved(*args: Any, **kwargs: Any) -> None:
+        _sender, revoked = args
+        pipeline.forget(revoked)
+
+    cast(transport.Consumer, app.consumer).before_commit = pipeline.save_states
 
     @app.agent(pipeline.inputs, name="detector")
     async def detect(stream: faust.StreamT) -> None:
