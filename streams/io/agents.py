@@ -34,6 +34,10 @@ SEND_RETRY_MAX_SECONDS = 10.0
 FORWARD_LIMIT = 900_000
 # Decoded states of the accounts seen last, so that a busy account is not decoded per message.
 STATE_CACHE_ACCOUNTS = 10_000
+# Changed accounts kept unsaved at most; more are saved at once. Bounds the memory they hold
+# and the burst of changelog writes at a commit.
+UNSAVED_ACCOUNTS = 5_000
+SAVE_SLICE = 32  # accounts saved between turns of the event loop
 # A send that fails with these is sent again; anything else is a bug and stops the worker.
 SEND_ERRORS = (KafkaError, TimeoutError, ConnectionError)
 Record = tuple[faust.TopicT, bytes | None, bytes]
@@ -103,6 +107,8 @@ class Pipeline:
         # last written. save_states writes them just before Faust commits input offsets, so
         # an account is encoded and sent to the changelog once per commit, not per message.
         self.unsaved: dict[bytes, tuple[int, AccountState]] = {}
+        self.saving: dict[bytes, tuple[int, AccountState]] = {}  # being written meanwhile
+        self.save_lock = asyncio.Lock()
 
         def raw_topic(*names: str) -> faust.TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -214,35 +220,47 @@ class Pipeline:
         # Saved after the signals are on the broker: state that says "published" never
         # survives a crash that lost the signal.
         self.unsaved[account_key] = (partition, state)
+        if len(self.unsaved) >= UNSAVED_ACCOUNTS:
+            await self.save_states()
 
-    def save_states(self) -> None:
-        """Write the accounts changed since the last commit to the table and its changelog.
+    async def save_states(self) -> None:
+        """Write the accounts changed since the last save to the table and its changelog.
 
         Called just before Faust flushes its producer and commits input offsets: the state
-        on the changelog is never behind a committed offset.
+        on the changelog is never behind a committed offset. The changelog records go to
+        the producer directly, not through Faust's send buffer, whose backlog would hold up
+        the agent (and every signal) until it drained.
         """
-        for account_key, (partition, state) in self.unsaved.items():
-            value = state.to_bytes()
-            self.accounts.data[account_key] = value
-            self.accounts.send_changelog(partition, account_key, value)
-            self.states[account_key] = (value, state)
-            self.states.move_to_end(account_key)
-        self.unsaved.clear()
-        while len(self.states) > STATE_CACHE_ACCOUNTS:
-            self.states.popitem(last=False)
+        async with self.save_lock:
+            self.saving, self.unsaved = self.unsaved, {}
+            changelog = self.accounts.changelog_topic
+            for n, (account_key, (partition, state)) in enumerate(list(self.saving.items())):
+                if n % SAVE_SLICE == SAVE_SLICE - 1:
+                    await asyncio.sleep(0)  # the agent goes on meanwhile
+                if account_key not in self.saving:
+                    continue  # its partition was revoked meanwhile (forget)
+                value = state.to_bytes()
+                self.accounts.data[account_key] = value
+                self.states[account_key] = (value, state)
+                self.states.move_to_end(account_key)
+                await changelog.send(key=account_key, value=value, partition=partition)
+            self.saving = {}
+            while len(self.states) > STATE_CACHE_ACCOUNTS:
+                self.states.popitem(last=False)
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the unsaved states of input partitions taken away. Their offsets were not
         committed after those changes, so the partitions' next owner reads them again."""
         inputs = {self.settings.topic_events, self.settings.repartition_topic}
         partitions = {tp.partition for tp in revoked if tp.topic in inputs}
-        for account_key in [key for key, (p, _) in self.unsaved.items() if p in partitions]:
-            del self.unsaved[account_key]
-            self.states.pop(account_key, None)
+        for unsaved in (self.unsaved, self.saving):
+            for account_key in [key for key, (p, _) in unsaved.items() if p in partitions]:
+                del unsaved[account_key]
+                self.states.pop(account_key, None)
 
     def load(self, account: str, account_key: bytes) -> AccountState:
         """The account's state: as last changed here, or as the table holds it."""
-        unsaved = self.unsaved.get(account_key)
+        unsaved = self.unsaved.get(account_key) or self.saving.get(account_key)
         if unsaved is not None:
             return unsaved[1]
         stored = self.accounts.get(account_key)

@@ -21,7 +21,7 @@ Kafka answers early.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Set
 from typing import Any
 
 from faust.transport.drivers import TRANSPORTS
@@ -37,7 +37,7 @@ FETCH_MAX_WAIT_MS = 20
 
 class Consumer(driver.Consumer):
     # Called just before input offsets are committed: the app saves what they cover.
-    before_commit: Callable[[], None] | None = None
+    before_commit: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,7 +48,7 @@ class Consumer(driver.Consumer):
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
         if self.before_commit is not None:
-            self.before_commit()  # sends go to the producer, which Faust flushes first
+            await self.before_commit()  # sends go to the producer, which Faust flushes next
         return await super()._commit_offsets(offsets, start_new_transaction)
 
     def committed_offset(self, tp: TP) -> int | None:
