@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pytest
 import redis
-from harness import KafkaIO, Worker
+from harness import KafkaIO, Worker, app_env
 
 from streams.embedded import EmbeddedBroker, free_port
 
@@ -95,17 +95,11 @@ def worker_factory(
         if like is not None:
             env = dict(like.env)
         else:
-            app_id = unique_name("app")
             env = {
                 "KAFKA_BOOTSTRAP": kafka_bootstrap,
                 "REDIS_URL": redis_url,
                 "EMBEDDED_BROKER": embedded_broker,
-                "APP_ID": app_id,
-                "TOPIC_EVENTS": f"{app_id}-events",
-                "TOPIC_SIGNALS": f"{app_id}-signals",
-                "TOPIC_DLQ": f"{app_id}-dlq",
-                "TOPIC_DECISIONS": f"{app_id}-decisions",
-                "REDIS_PREFIX": f"{app_id}:",
+                **app_env(unique_name("app")),
                 "TOPIC_PARTITIONS": "4",
             }
         env["WEB_PORT"] = str(free_port())

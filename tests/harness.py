@@ -23,6 +23,18 @@ WORKER_READY_TIMEOUT = 60.0
 WORKER_STOP_GRACE = 20.0
 
 
+def app_env(app_id: str) -> dict[str, str]:
+    """A worker's settings of its own: app id, topics and Redis prefix all named after it."""
+    return {
+        "APP_ID": app_id,
+        "TOPIC_EVENTS": f"{app_id}-events",
+        "TOPIC_SIGNALS": f"{app_id}-signals",
+        "TOPIC_DLQ": f"{app_id}-dlq",
+        "TOPIC_DECISIONS": f"{app_id}-decisions",
+        "REDIS_PREFIX": f"{app_id}:",
+    }
+
+
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
     """The group's committed offset per partition (negative when none)."""
     consumer = Consumer(

@@ -77,9 +77,10 @@ class Consumer(driver.Consumer):
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         dropped: set[TP] = set()  # partitions whose rest of this batch is fetched again
         async for tp, message in super().getmany(timeout):
-            if tp in dropped or not self.is_input(tp):
-                if tp not in dropped:
-                    yield tp, message
+            if not self.is_input(tp):
+                yield tp, message  # a changelog: recovery reads it as it comes
+                continue
+            if tp in dropped:
                 continue
             expected = self.next_offsets.get(tp)
             if expected is not None and message.offset < expected:

@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import orjson
 from builders import healthy_account, seats
-from harness import KafkaIO
+from harness import KafkaIO, app_env
 
 from streams.embedded import EmbeddedBroker, free_port
 from streams.settings import ROOT
@@ -44,19 +44,13 @@ def test_a_worker_started_before_its_broker_says_so_once_and_works_once_it_answe
 ) -> None:
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    app_id = f"late-{uuid4().hex[:8]}"
     web_port = str(free_port())
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP": bootstrap,
         "EMBEDDED_BROKER": "1",
         "REDIS_URL": redis_url,
-        "APP_ID": app_id,
-        "TOPIC_EVENTS": f"{app_id}-events",
-        "TOPIC_SIGNALS": f"{app_id}-signals",
-        "TOPIC_DLQ": f"{app_id}-dlq",
-        "TOPIC_DECISIONS": f"{app_id}-decisions",
-        "REDIS_PREFIX": f"{app_id}:",
+        **app_env(f"late-{uuid4().hex[:8]}"),
         "TOPIC_PARTITIONS": "2",
         "WEB_PORT": web_port,
         "DATA_DIR": str(tmp_path / "data"),

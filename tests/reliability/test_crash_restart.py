@@ -66,35 +66,34 @@ def crash_and_restart(
     assert worker.process.poll() is None, log_tails([worker])
 
 
-def test_sigkill_three_times_mid_stream_publishes_what_an_uninterrupted_run_does(
-    worker_factory: Any, kafka_io: Any, simulated: Any, journal: Journal
+@pytest.mark.parametrize(
+    ("accounts", "days", "seconds", "kills", "seed"),
+    [
+        pytest.param(60, 60, 30, 3, SEED, id="3-kills"),
+        # a minute and a half each: in make test-reliability
+        pytest.param(80, 90, 90, 6, SEED + 1, id="6-kills-a", marks=pytest.mark.slow),
+        pytest.param(80, 90, 90, 6, SEED + 2, id="6-kills-b", marks=pytest.mark.slow),
+    ],
+)
+def test_sigkill_mid_stream_publishes_what_an_uninterrupted_run_does(
+    worker_factory: Any,
+    kafka_io: Any,
+    simulated: Any,
+    journal: Journal,
+    accounts: int,
+    days: int,
+    seconds: float,
+    kills: int,
+    seed: int,
 ) -> None:
     crash_and_restart(
         worker_factory,
         kafka_io,
         simulated,
         journal,
-        accounts=60,
-        days=60,
-        seconds=30,
-        kills=3,
-        seed=SEED,
-    )
-
-
-@pytest.mark.slow  # a minute and a half each: in make test-reliability
-@pytest.mark.parametrize("seed", [SEED + 1, SEED + 2])
-def test_sigkill_many_times_mid_stream_publishes_what_an_uninterrupted_run_does(
-    worker_factory: Any, kafka_io: Any, simulated: Any, journal: Journal, seed: int
-) -> None:
-    crash_and_restart(
-        worker_factory,
-        kafka_io,
-        simulated,
-        journal,
-        accounts=80,
-        days=90,
-        seconds=90,
-        kills=6,
+        accounts=accounts,
+        days=days,
+        seconds=seconds,
+        kills=kills,
         seed=seed,
     )
