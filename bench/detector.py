@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from bench.infra import (
+    BenchError,
     CpuMeter,
     Worker,
     delete_prefix,
@@ -99,16 +100,29 @@ class SignalReader(threading.Thread):
                 "fetch.min.bytes": 1,
             }
         )
+        self._topic, self._partitions = topic, partitions
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
         )
         self._done = threading.Event()
+        # Set once the signals already on the topic are read: sends before it would be
+        # measured with the reader's own start-up in their latency.
+        self.caught_up = threading.Event()
         self.arrivals: list[tuple[str, float]] = []  # source_event_id, arrival (epoch s)
         self.error: str | None = None
 
     def run(self) -> None:
         try:
+            # partition -> offset of its last signal when the reader started
+            behind: dict[int, int] = {}
+            for partition in range(self._partitions):
+                tp = TopicPartition(self._topic, partition)
+                _, end = self._consumer.get_watermark_offsets(tp, timeout=10)
+                if end > 0:
+                    behind[partition] = end - 1
             while not self._done.is_set():
+                if not behind:
+                    self.caught_up.set()
                 message = self._consumer.poll(0.05)
                 if message is None:
                     continue
@@ -119,8 +133,13 @@ class SignalReader(threading.Thread):
                         self.error = str(error)
                         return
                     continue
+                partition, offset = message.partition() or 0, message.offset() or 0
+                if offset >= behind.get(partition, offset + 1):
+                    del behind[partition]
                 signal = orjson.loads(message.value() or b"{}")
                 self.arrivals.append((signal["source_event_id"], arrived))
+        except KafkaException as error:
+            self.error = str(error)
         finally:
             self._consumer.close()
 
@@ -166,6 +185,8 @@ def latency(ctx: Context, name: str, inputs: Inputs, rate: float, seconds: float
         ]
         reader = SignalReader(ctx.bootstrap, worker.env["TOPIC_SIGNALS"], ctx.partitions)
         reader.start()
+        if not reader.caught_up.wait(60):
+            raise BenchError(f"the signal reader did not catch up: {reader.error or 'timeout'}")
         say(f"  offering {len(events):,} events at {rate:,.0f}/s for {len(events) / rate:.0f}s")
         cpu = CpuMeter({"worker": worker.pid, "broker": ctx.broker_pid})
         cpu.start()

@@ -7,7 +7,7 @@ import base64
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -38,9 +38,14 @@ STATE_CACHE_ACCOUNTS = 10_000
 # and the burst of changelog writes at a commit.
 UNSAVED_ACCOUNTS = 5_000
 SAVE_SLICE = 32  # accounts saved between turns of the event loop
+# The changelog producer's batches: many account states per produce request, so that the
+# burst of writes at a commit is a few requests (a record per request held up the signals).
+CHANGELOG_BATCH_BYTES = 256 * 1024
+CHANGELOG_LINGER_MS = 5
 # A send that fails with these is sent again; anything else is a bug and stops the worker.
 SEND_ERRORS = (KafkaError, TimeoutError, ConnectionError)
-Record = tuple[faust.TopicT, bytes | None, bytes]
+# topic, key, value and partition (None: the topic's partitioner picks it)
+Record = tuple[faust.TopicT, bytes | None, bytes, int | None]
 # A forwarded batch names the input message it came from: "partition:offset:part".
 SOURCE_HEADER = "x-expansion-source"
 # (input partition, (offset, part)): where on the input topic an account's events were read
@@ -109,6 +114,12 @@ class Pipeline:
         self.unsaved: dict[bytes, tuple[int, AccountState]] = {}
         self.saving: dict[bytes, tuple[int, AccountState]] = {}  # being written meanwhile
         self.save_lock = asyncio.Lock()
+        # The table's changelog is written by a producer of its own, which batches records
+        # even on the embedded broker (where Faust's producer sends one record per batch).
+        self.changelog_producer = app.transport.create_producer()
+        self.changelog_producer.max_batch_size = CHANGELOG_BATCH_BYTES
+        self.changelog_producer.linger_ms = CHANGELOG_LINGER_MS
+        app.add_dependency(self.changelog_producer)  # started and stopped with the app
 
         def raw_topic(*names: str) -> faust.TopicT:
             return app.topic(*names, key_serializer="raw", value_serializer="raw")
@@ -151,8 +162,10 @@ class Pipeline:
                     rejection.index,
                     rejection.detail,
                 )
-            records = [(self.dlq, key, dlq_record(bad, message)) for bad in decoded.rejections]
-            await self.deliver(records)
+            records = [
+                (self.dlq, key, dlq_record(bad, message), None) for bad in decoded.rejections
+            ]
+            await self.deliver(records, self._send)
         by_account: dict[str, tuple[list[Event], list[dict[str, Any]]]] = {}
         for event, source in zip(decoded.events, decoded.sources, strict=True):
             events, sources = by_account.setdefault(event.account_id, ([], []))
@@ -199,11 +212,11 @@ class Pipeline:
         account_key = account.encode()
         state = self.load(account, account_key)
         if origin is not None:
-            partition, position = origin
-            if position <= state.inputs.get(partition, (-1, -1)):
+            source, position = origin
+            if position <= state.inputs.get(source, (-1, -1)):
                 metrics.REREAD.inc(len(events))
                 return
-            state.inputs[partition] = position
+            state.inputs[source] = position
         outcomes: list[Outcome] = []
         for event in events:
             outcome = self.detector.apply(state, event)
@@ -228,12 +241,13 @@ class Pipeline:
 
         Called just before Faust flushes its producer and commits input offsets: the state
         on the changelog is never behind a committed offset. The changelog records go to
-        the producer directly, not through Faust's send buffer, whose backlog would hold up
-        the agent (and every signal) until it drained.
+        a producer of their own, not through Faust's send buffer, whose backlog would hold up
+        the agent (and every signal) until it drained; they are acked before this returns.
         """
         async with self.save_lock:
             self.saving, self.unsaved = self.unsaved, {}
             changelog = self.accounts.changelog_topic
+            records: list[Record] = []
             for n, (account_key, (partition, state)) in enumerate(list(self.saving.items())):
                 if n % SAVE_SLICE == SAVE_SLICE - 1:
                     await asyncio.sleep(0)  # the agent goes on meanwhile
@@ -243,7 +257,8 @@ class Pipeline:
                 self.accounts.data[account_key] = value
                 self.states[account_key] = (value, state)
                 self.states.move_to_end(account_key)
-                await changelog.send(key=account_key, value=value, partition=partition)
+                records.append((changelog, account_key, value, partition))
+            await self.deliver(records, self._send_changelog)
             self.saving = {}
             while len(self.states) > STATE_CACHE_ACCOUNTS:
                 self.states.popitem(last=False)
@@ -277,16 +292,16 @@ class Pipeline:
         for outcome in outcomes:
             for decision in outcome.decisions:
                 metrics.DECISIONS.labels(decision["reason"]).inc()
-                records.append((self.decisions, account_key, orjson.dumps(decision)))
+                records.append((self.decisions, account_key, orjson.dumps(decision), None))
             for signal in outcome.signals:
                 if await self.ledger.published(signal["signal_id"]):
                     metrics.SIGNALS_DEDUPLICATED.inc()
                     continue
                 signal = {**signal, "emitted_at": wall_clock()}
                 signals.append((signal, len(records)))
-                records.append((self.signals, account_key, orjson.dumps(signal)))
+                records.append((self.signals, account_key, orjson.dumps(signal), None))
             serving = outcome.serving or serving
-        placed = await self.deliver(records) if records else []
+        placed = await self.deliver(records, self._send) if records else []
         for signal, index in signals:
             sent = placed[index]
             partition, offset = getattr(sent, "partition", None), getattr(sent, "offset", None)
@@ -306,7 +321,9 @@ class Pipeline:
             sent_now = {signal["signal_id"]: signal for signal, _ in signals}
             await self.ledger.serve(sent_now.get(serving["signal_id"], serving))
 
-    async def deliver(self, records: list[Record]) -> list[Any]:
+    async def deliver(
+        self, records: Sequence[Record], send: Callable[[Record], Awaitable[Any]]
+    ) -> list[Any]:
         """Send records and wait until the broker has acked each; a failed send is sent again.
 
         Returns each record's metadata (partition, offset) in order.
@@ -314,7 +331,7 @@ class Pipeline:
         While the broker fails, processing waits here: the input offset is not committed,
         and nothing after these records is sent.
         """
-        sent = [(record, await self._send(record)) for record in records]
+        sent = [(record, await self._sent(send, record)) for record in records]
         placed = []
         for record, delivery in sent:
             delay = 0.5
@@ -335,16 +352,28 @@ class Pipeline:
                         )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, SEND_RETRY_MAX_SECONDS)
-                    delivery = await self._send(record)
+                    delivery = await self._sent(send, record)
             if self.broker_failing:
                 self.broker_failing = False
                 log.info("sends to the broker succeed again")
         return placed
 
-    async def _send(self, record: Record) -> Any:
-        topic, key, value = record
+    @staticmethod
+    async def _send(record: Record) -> Any:
+        topic, key, value, partition = record
+        return await topic.send(key=key, value=value, partition=partition)
+
+    async def _send_changelog(self, record: Record) -> Any:
+        topic, key, value, partition = record
+        return await self.changelog_producer.send(
+            topic.get_topic_name(), key, value, partition, None, None
+        )
+
+    @staticmethod
+    async def _sent(send: Callable[[Record], Awaitable[Any]], record: Record) -> Any:
+        """The delivery of send(record): a future of its metadata, failed if the send was."""
         try:
-            return await topic.send(key=key, value=value)
+            return await send(record)
         except SEND_ERRORS as error:
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             failed.set_exception(error)

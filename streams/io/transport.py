@@ -16,14 +16,22 @@ gap (a transaction marker, compaction) and is accepted.
 Short fetch wait (Tansu only). Tansu answers a fetch when the fetch's wait runs out, not as
 soon as records arrive, and Faust asks for 1.5 s: every event would wait up to that long.
 Kafka answers early.
+
+End offsets from a fetch (Tansu only). Tansu answers ListOffsets(latest) with the base offset
++ 1 of a partition's last record batch, short of its end when that batch holds several
+records, and Faust's table recovery would stop there and lose the last states written. A
+fetch of that last batch answers the partition's high watermark, which is right.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Set
 from typing import Any
 
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.fetch import FetchRequest
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
@@ -107,6 +115,48 @@ class TansuConsumerThread(driver.AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        listed = await super()._highwaters(partitions)
+        return await fetched_highwaters(self._ensure_consumer()._client, listed)
+
+
+async def fetched_highwaters(client: AIOKafkaClient, listed: Mapping[TP, int]) -> dict[TP, int]:
+    """End offsets as a fetch of each partition's last record batch answers them.
+
+    `listed` are ListOffsets(latest) answers: at least the base offset + 1 of that batch.
+    """
+    ends = dict(listed)
+    # leader -> topic -> [(partition, offset, max bytes)] to fetch
+    wanted: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for tp, end in listed.items():
+        leader = client.cluster.leader_for_partition(tp)
+        if end > 0 and leader is not None and leader >= 0:
+            wanted[leader][tp.topic].append((tp.partition, end - 1, 1))
+        elif end > 0:
+            log.warning("no leader known for %s; its listed end offset may be short", tp)
+    for leader, topics in wanted.items():
+        # at most one byte of records: the answer that matters is the high watermark (Tansu
+        # answers a fetch with no wait with no partitions at all)
+        request = FetchRequest(FETCH_MAX_WAIT_MS, 1, 1, 0, list(topics.items()))
+        response = await client.send(leader, request)
+        unanswered = {TP(topic, p) for topic, parts in topics.items() for p, _, _ in parts}
+        for topic, answers in response.topics:
+            for partition, error_code, highwater, *_ in answers:
+                tp = TP(topic, partition)
+                if error_code == 0:
+                    unanswered.discard(tp)
+                    if highwater > ends[tp]:
+                        log.debug("%s ends at %s, not %s as listed", tp, highwater, ends[tp])
+                        ends[tp] = highwater
+        if unanswered:
+            log.warning(
+                "no high watermark for %s; their listed end offsets may be short",
+                sorted(unanswered),
+            )
+    return ends
 
 
 class TansuConsumer(Consumer):

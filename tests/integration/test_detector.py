@@ -158,6 +158,32 @@ def test_state_survives_a_restart_through_the_changelog(worker_factory, kafka_io
     assert 'expansion_events_total{type="account_updated"} 0.0' in exposition
 
 
+def test_every_account_of_a_bulk_write_survives_a_restart(worker_factory, kafka_io):
+    first = worker_factory()
+    env = first.env
+    accounts = [f"bulk-{n}" for n in range(40)]
+    # 9 of 10 seats each, in one message: the states go to the changelog together, several
+    # to a record batch (the embedded broker's end offsets are wrong for such batches)
+    nine = [e for a in accounts for e in [healthy_account(a), *seats(a, 9)]]
+    kafka_io.produce(env["TOPIC_EVENTS"], orjson.dumps({"events": nine}), b"bulk")
+    wait_for_metric(first, 'expansion_events_total{type="seat_assigned"} 360.0')
+    assert first.stop() == 0
+    # each state is on its account's partition of the changelog, where the worker that
+    # owns the account after a rebalance restores it from
+    changelog = kafka_io.consume(f"{env['APP_ID']}-accounts-changelog", lambda r: len(r) >= 40)
+    assert sorted(r["key"].decode() for r in changelog) == sorted(accounts)
+    assert all(r["partition"] == partition_for(r["key"], 4) for r in changelog)
+
+    second = worker_factory(like=first)
+    tenth = [seats(a, 1, day="2026-03-05", first=9)[0] for a in accounts]
+    kafka_io.produce(env["TOPIC_EVENTS"], orjson.dumps({"events": tenth}), b"bulk")
+    signals = values(kafka_io.consume(env["TOPIC_SIGNALS"], lambda r: len(r) >= 40, timeout=45))
+    restored = sorted(
+        (s["account_id"], s["trigger"], s["evidence"]["seats_in_use"]) for s in signals
+    )
+    assert restored == [(a, "seat_saturation", 10) for a in sorted(accounts)], second.log_tail()
+
+
 def test_reprocessing_from_scratch_publishes_no_signal_twice(worker_factory, kafka_io, redis_url):
     first = worker_factory()
     env = first.env
