@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from bench.infra import (
@@ -27,6 +29,7 @@ from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import decode
 from streams.io.topics import partition_for
+from streams.io.transport import topic_end_offsets
 from streams.rules import load
 from streams.settings import Settings
 
@@ -100,7 +103,7 @@ class SignalReader(threading.Thread):
                 "fetch.min.bytes": 1,
             }
         )
-        self._topic, self._partitions = topic, partitions
+        self._servers, self._topic, self._partitions = bootstrap, topic, partitions
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
         )
@@ -114,12 +117,8 @@ class SignalReader(threading.Thread):
     def run(self) -> None:
         try:
             # partition -> offset of its last signal when the reader started
-            behind: dict[int, int] = {}
-            for partition in range(self._partitions):
-                tp = TopicPartition(self._topic, partition)
-                _, end = self._consumer.get_watermark_offsets(tp, timeout=10)
-                if end > 0:
-                    behind[partition] = end - 1
+            ends = topic_end_offsets(self._servers, self._topic, range(self._partitions))
+            behind = {p: end - 1 for p, end in asyncio.run(ends).items() if end > 0}
             while not self._done.is_set():
                 if not behind:
                     self.caught_up.set()
@@ -138,7 +137,7 @@ class SignalReader(threading.Thread):
                     del behind[partition]
                 signal = orjson.loads(message.value() or b"{}")
                 self.arrivals.append((signal["source_event_id"], arrived))
-        except KafkaException as error:
+        except (KafkaException, KafkaError) as error:
             self.error = str(error)
         finally:
             self._consumer.close()

@@ -34,9 +34,6 @@ def new_faust_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
         broker_session_timeout=settings.broker_session_timeout,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
-        # Tansu answers ListOffsets(latest) wrongly for multi-record batches, which cuts
-        # changelog recovery short; single-record batches avoid it (DEVELOPERS.md).
-        producer_max_batch_size=1 if settings.embedded_broker else 16_384,
         web_port=settings.web_port,
         # SASL/TLS from KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*; None: PLAINTEXT
         broker_credentials=kafka_security.faust_credentials(settings),

@@ -15,12 +15,10 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka import TopicPartition as AIOTopicPartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from streams.io.topics import ensure_topics
-from streams.io.transport import fetched_highwaters
+from streams.io.transport import topic_end_offsets
 
 WORKER_READY_TIMEOUT = 60.0
 WORKER_STOP_GRACE = 20.0
@@ -53,20 +51,9 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-    """Each partition's end offset, from a fetch's high watermark (exact on Tansu, unlike
-    ListOffsets, librdkafka's watermarks included, when the last batch holds several records)."""
-
-    async def ends() -> dict[int, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        await consumer.start()
-        try:
-            listed = await consumer.end_offsets([AIOTopicPartition(topic, p) for p in partitions])
-            fetched = await fetched_highwaters(consumer._client, listed)
-            return {tp.partition: end for tp, end in fetched.items()}
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(ends())
+    """Each partition's end offset (exact on Tansu, unlike ListOffsets and librdkafka's
+    watermarks, when the last record batch holds several records)."""
+    return asyncio.run(topic_end_offsets(bootstrap, topic, partitions))
 
 
 class KafkaIO:

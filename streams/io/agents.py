@@ -38,8 +38,7 @@ STATE_CACHE_ACCOUNTS = 10_000
 # and the burst of changelog writes at a commit.
 UNSAVED_ACCOUNTS = 5_000
 SAVE_SLICE = 32  # accounts saved between turns of the event loop
-# The changelog producer's batches: many account states per produce request, so that the
-# burst of writes at a commit is a few requests (a record per request held up the signals).
+# The changelog's producer batches: a commit's account states in a few produce requests.
 CHANGELOG_BATCH_BYTES = 256 * 1024
 CHANGELOG_LINGER_MS = 5
 # A send that fails with these is sent again; anything else is a bug and stops the worker.
@@ -108,14 +107,14 @@ class Pipeline:
         # entry is used only while the table still holds that very object: after a
         # rebalance or a recovery the table holds another, and the state is decoded anew.
         self.states: OrderedDict[bytes, tuple[bytes, AccountState]] = OrderedDict()
-        # account key -> (its partition, its state) of accounts changed since the table was
-        # last written. save_states writes them just before Faust commits input offsets, so
-        # an account is encoded and sent to the changelog once per commit, not per message.
-        self.unsaved: dict[bytes, tuple[int, AccountState]] = {}
-        self.saving: dict[bytes, tuple[int, AccountState]] = {}  # being written meanwhile
+        # account key -> state of accounts changed since the table was last written.
+        # save_states writes them just before Faust commits input offsets, so an account
+        # is encoded and sent to the changelog once per commit, not once per message.
+        self.unsaved: dict[bytes, AccountState] = {}
+        self.saving: dict[bytes, AccountState] = {}  # being written meanwhile
         self.save_lock = asyncio.Lock()
-        # The table's changelog is written by a producer of its own, which batches records
-        # even on the embedded broker (where Faust's producer sends one record per batch).
+        # The table's changelog has a producer of its own: the burst of state writes at a
+        # commit would hold up, in Faust's producer, the signals sent behind it.
         self.changelog_producer = app.transport.create_producer()
         self.changelog_producer.max_batch_size = CHANGELOG_BATCH_BYTES
         self.changelog_producer.linger_ms = CHANGELOG_LINGER_MS
@@ -165,7 +164,7 @@ class Pipeline:
             records = [
                 (self.dlq, key, dlq_record(bad, message), None) for bad in decoded.rejections
             ]
-            await self.deliver(records, self._send)
+            await self.deliver(records)
         by_account: dict[str, tuple[list[Event], list[dict[str, Any]]]] = {}
         for event, source in zip(decoded.events, decoded.sources, strict=True):
             events, sources = by_account.setdefault(event.account_id, ([], []))
@@ -191,14 +190,13 @@ class Pipeline:
                         headers=[(SOURCE_HEADER, header)],
                     )
                 continue
-            await self.process_account(account, home, events, message.timestamp, origin)
+            await self.process_account(account, events, message.timestamp, origin)
         metrics.MESSAGES.inc()
         metrics.LAST_MESSAGE.set(time.time())
 
     async def process_account(
         self,
         account: str,
-        partition: int,
         events: list[Event],
         sent_at: float,
         origin: Source | None,
@@ -232,7 +230,7 @@ class Pipeline:
             return  # a duplicate changes nothing
         # Saved after the signals are on the broker: state that says "published" never
         # survives a crash that lost the signal.
-        self.unsaved[account_key] = (partition, state)
+        self.unsaved[account_key] = state
         if len(self.unsaved) >= UNSAVED_ACCOUNTS:
             await self.save_states()
 
@@ -241,14 +239,14 @@ class Pipeline:
 
         Called just before Faust flushes its producer and commits input offsets: the state
         on the changelog is never behind a committed offset. The changelog records go to
-        a producer of their own, not through Faust's send buffer, whose backlog would hold up
-        the agent (and every signal) until it drained; they are acked before this returns.
+        their own producer, not through Faust's send buffer, whose backlog would hold up the
+        agent (and every signal) until it drained; they are acked before this returns.
         """
         async with self.save_lock:
             self.saving, self.unsaved = self.unsaved, {}
             changelog = self.accounts.changelog_topic
             records: list[Record] = []
-            for n, (account_key, (partition, state)) in enumerate(list(self.saving.items())):
+            for n, (account_key, state) in enumerate(list(self.saving.items())):
                 if n % SAVE_SLICE == SAVE_SLICE - 1:
                     await asyncio.sleep(0)  # the agent goes on meanwhile
                 if account_key not in self.saving:
@@ -257,7 +255,8 @@ class Pipeline:
                 self.accounts.data[account_key] = value
                 self.states[account_key] = (value, state)
                 self.states.move_to_end(account_key)
-                records.append((changelog, account_key, value, partition))
+                home = partition_for(account_key, self.partitions)
+                records.append((changelog, account_key, value, home))
             await self.deliver(records, self._send_changelog)
             self.saving = {}
             while len(self.states) > STATE_CACHE_ACCOUNTS:
@@ -269,7 +268,10 @@ class Pipeline:
         inputs = {self.settings.topic_events, self.settings.repartition_topic}
         partitions = {tp.partition for tp in revoked if tp.topic in inputs}
         for unsaved in (self.unsaved, self.saving):
-            for account_key in [key for key, (p, _) in unsaved.items() if p in partitions]:
+            revoked_keys = [
+                key for key in unsaved if partition_for(key, self.partitions) in partitions
+            ]
+            for account_key in revoked_keys:
                 del unsaved[account_key]
                 self.states.pop(account_key, None)
 
@@ -277,7 +279,7 @@ class Pipeline:
         """The account's state: as last changed here, or as the table holds it."""
         unsaved = self.unsaved.get(account_key) or self.saving.get(account_key)
         if unsaved is not None:
-            return unsaved[1]
+            return unsaved
         stored = self.accounts.get(account_key)
         cached = self.states.get(account_key)
         if cached is not None and stored is cached[0]:
@@ -301,7 +303,7 @@ class Pipeline:
                 signals.append((signal, len(records)))
                 records.append((self.signals, account_key, orjson.dumps(signal), None))
             serving = outcome.serving or serving
-        placed = await self.deliver(records, self._send) if records else []
+        placed = await self.deliver(records) if records else []
         for signal, index in signals:
             sent = placed[index]
             partition, offset = getattr(sent, "partition", None), getattr(sent, "offset", None)
@@ -322,7 +324,7 @@ class Pipeline:
             await self.ledger.serve(sent_now.get(serving["signal_id"], serving))
 
     async def deliver(
-        self, records: Sequence[Record], send: Callable[[Record], Awaitable[Any]]
+        self, records: Sequence[Record], send: Callable[[Record], Awaitable[Any]] | None = None
     ) -> list[Any]:
         """Send records and wait until the broker has acked each; a failed send is sent again.
 
@@ -331,6 +333,7 @@ class Pipeline:
         While the broker fails, processing waits here: the input offset is not committed,
         and nothing after these records is sent.
         """
+        send = send or self._send
         sent = [(record, await self._sent(send, record)) for record in records]
         placed = []
         for record, delivery in sent:

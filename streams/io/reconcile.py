@@ -10,7 +10,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.io.ledger import Ledger
-from streams.io.transport import fetched_highwaters
+from streams.io.transport import end_offsets
 
 log = logging.getLogger(__name__)
 READ_PATIENCE_SECONDS = 60.0
@@ -34,8 +34,7 @@ async def reconcile(
     try:
         assigned = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(assigned)
-        # from a fetch: Tansu lists the end of a multi-record batch short
-        ends = await fetched_highwaters(consumer._client, await consumer.end_offsets(assigned))
+        ends = await end_offsets(consumer, assigned)
         left = {}
         for tp in assigned:
             start = checkpoints.get(tp.partition, -1) + 1

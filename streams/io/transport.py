@@ -17,20 +17,21 @@ Short fetch wait (Tansu only). Tansu answers a fetch when the fetch's wait runs 
 soon as records arrive, and Faust asks for 1.5 s: every event would wait up to that long.
 Kafka answers early.
 
-End offsets from a fetch (Tansu only). Tansu answers ListOffsets(latest) with the base offset
-+ 1 of a partition's last record batch, short of its end when that batch holds several
-records, and Faust's table recovery would stop there and lose the last states written. A
-fetch of that last batch answers the partition's high watermark, which is right.
+End offsets from a fetch. Tansu answers ListOffsets(latest) with the base offset + 1 of a
+partition's last record batch, short of its end when that batch holds several records, and
+Faust's table recovery would stop there and lose the last states written. A fetch of that
+last batch answers the partition's high watermark, which is right on any broker. Every end
+offset the project reads comes from `end_offsets` here, so producers batch as usual.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Set
 from typing import Any
 
-from aiokafka.client import AIOKafkaClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.protocol.fetch import FetchRequest
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
@@ -117,21 +118,18 @@ class TansuConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
-        listed = await super()._highwaters(partitions)
-        return await fetched_highwaters(self._ensure_consumer()._client, listed)
+        return await end_offsets(self._ensure_consumer(), partitions)
 
 
-async def fetched_highwaters(client: AIOKafkaClient, listed: Mapping[TP, int]) -> dict[TP, int]:
-    """End offsets as a fetch of each partition's last record batch answers them.
-
-    `listed` are ListOffsets(latest) answers: at least the base offset + 1 of that batch.
-    """
-    ends = dict(listed)
+async def end_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TP]) -> dict[TP, int]:
+    """Each partition's end offset, as a fetch of its last record batch answers it."""
+    client = consumer._client
+    ends = dict(await consumer.end_offsets(list(partitions)))  # at least that batch's start + 1
     # leader -> topic -> [(partition, offset, max bytes)] to fetch
     wanted: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for tp, end in listed.items():
+    for tp, end in ends.items():
         leader = client.cluster.leader_for_partition(tp)
         if end > 0 and leader is not None and leader >= 0:
             wanted[leader][tp.topic].append((tp.partition, end - 1, 1))
@@ -148,15 +146,26 @@ async def fetched_highwaters(client: AIOKafkaClient, listed: Mapping[TP, int]) -
                 tp = TP(topic, partition)
                 if error_code == 0:
                     unanswered.discard(tp)
-                    if highwater > ends[tp]:
-                        log.debug("%s ends at %s, not %s as listed", tp, highwater, ends[tp])
-                        ends[tp] = highwater
+                    ends[tp] = max(ends[tp], highwater)
         if unanswered:
             log.warning(
                 "no high watermark for %s; their listed end offsets may be short",
                 sorted(unanswered),
             )
     return ends
+
+
+async def topic_end_offsets(
+    bootstrap: str, topic: str, partitions: Iterable[int], **client: Any
+) -> dict[int, int]:
+    """`end_offsets` of a topic's partitions, by partition number, with a consumer of its own."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client)
+    await consumer.start()
+    try:
+        ends = await end_offsets(consumer, [TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: end for tp, end in ends.items()}
+    finally:
+        await consumer.stop()
 
 
 class TansuConsumer(Consumer):

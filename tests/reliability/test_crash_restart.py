@@ -15,12 +15,20 @@ from faults import SEED, Feeder, Journal, compare, log_tails, read_signals, wait
 SESSION_TIMEOUT = 4
 
 
-def crash_and_restart(
+@pytest.mark.parametrize(
+    ("accounts", "days", "seconds", "kills", "seed"),
+    [
+        pytest.param(60, 60, 30, 3, SEED, id="3-kills"),
+        # a minute and a half each: in make test-reliability
+        pytest.param(80, 90, 90, 6, SEED + 1, id="6-kills-a", marks=pytest.mark.slow),
+        pytest.param(80, 90, 90, 6, SEED + 2, id="6-kills-b", marks=pytest.mark.slow),
+    ],
+)
+def test_sigkill_mid_stream_publishes_what_an_uninterrupted_run_does(
     worker_factory: Any,
     kafka_io: Any,
     simulated: Any,
     journal: Journal,
-    *,
     accounts: int,
     days: int,
     seconds: float,
@@ -64,36 +72,3 @@ def crash_and_restart(
     journal.note(f"{len(records)} signal records on {env['TOPIC_SIGNALS']}")
     compare(data, records, workers, journal)
     assert worker.process.poll() is None, log_tails([worker])
-
-
-@pytest.mark.parametrize(
-    ("accounts", "days", "seconds", "kills", "seed"),
-    [
-        pytest.param(60, 60, 30, 3, SEED, id="3-kills"),
-        # a minute and a half each: in make test-reliability
-        pytest.param(80, 90, 90, 6, SEED + 1, id="6-kills-a", marks=pytest.mark.slow),
-        pytest.param(80, 90, 90, 6, SEED + 2, id="6-kills-b", marks=pytest.mark.slow),
-    ],
-)
-def test_sigkill_mid_stream_publishes_what_an_uninterrupted_run_does(
-    worker_factory: Any,
-    kafka_io: Any,
-    simulated: Any,
-    journal: Journal,
-    accounts: int,
-    days: int,
-    seconds: float,
-    kills: int,
-    seed: int,
-) -> None:
-    crash_and_restart(
-        worker_factory,
-        kafka_io,
-        simulated,
-        journal,
-        accounts=accounts,
-        days=days,
-        seconds=seconds,
-        kills=kills,
-        seed=seed,
-    )
