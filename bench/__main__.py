@@ -28,7 +28,7 @@ from streams.settings import ROOT, Settings
 
 # Other processes' CPU (in cores) above which a measurement is reported as disturbed.
 BUSY_MACHINE = 0.15
-PHASES = ("raw", "noop", "single", "batch", "latency", "state", "backtest")
+PHASES = ("raw", "noop", "decode", "single", "batch", "latency", "state", "backtest")
 # The simulation: 2,000 accounts over 30 days are about 310,000 events, and every behaviour
 # the simulator has starts within the 30 days, so the later days fire signals.
 FULL = {
@@ -124,6 +124,7 @@ class Bench:
         self.figures = {
             "raw_consume_eps": Figure("raw_consume_eps", "events/s"),
             "faust_noop_eps": Figure("faust_noop_eps", "events/s"),
+            "faust_decode_eps": Figure("faust_decode_eps", "events/s"),
             "detector_single_eps": Figure("detector_single_eps", "events/s"),
             "detector_batch_eps": Figure("detector_batch_eps", "events/s"),
             "latency_p50_ms": Figure("latency_p50_ms", "ms"),
@@ -134,6 +135,7 @@ class Bench:
         for phase, names in {
             "raw": ["raw_consume_eps"],
             "noop": ["faust_noop_eps"],
+            "decode": ["faust_decode_eps"],
             "single": ["detector_single_eps"],
             "batch": ["detector_batch_eps"],
             "latency": ["latency_p50_ms", "latency_p99_ms"],
@@ -221,6 +223,22 @@ class Bench:
                 ),
             ),
             (
+                "decode",
+                "faust_decode_eps",
+                f"Faust agent decoding {batch:,} events in {inputs.batch_messages:,} envelopes",
+                partial(
+                    anchors.faust_noop,
+                    ctx.bootstrap,
+                    ctx.broker_pid,
+                    inputs.batch_topic,
+                    args.partitions,
+                    batch,
+                    f"{self.run_id}-decode-{run}",
+                    ctx.workdir,
+                    decoding=True,
+                ),
+            ),
+            (
                 "single",
                 "detector_single_eps",
                 f"the worker over {single:,} single-event messages",
@@ -243,7 +261,7 @@ class Bench:
                     f"{self.run_id}-batch-{run}",
                     inputs.batch_topic,
                     batch,
-                    0.05,
+                    0.5,
                 ),
             ),
         ]

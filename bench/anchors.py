@@ -1,4 +1,4 @@
-"""The two ceilings the worker is compared with: a plain aiokafka consumer, a no-op Faust agent."""
+"""The ceilings beside the worker: plain aiokafka, a no-op and a decode-only Faust agent."""
 
 from __future__ import annotations
 
@@ -58,8 +58,10 @@ def faust_noop(
     expected: int,
     name: str,
     workdir: Path,
+    decoding: bool = False,
 ) -> dict[str, Any]:
-    """Events per second through a Faust agent that does nothing, first event to last.
+    """Events per second through a Faust agent that does nothing (or only decodes each
+    message, with `decoding`), first message to last.
 
     The CPU shares cover the no-op worker's whole life, start-up included.
     """
@@ -72,6 +74,7 @@ def faust_noop(
         "WEB_PORT": str(free_port()),
         "DATA_DIR": str(workdir / name / "data"),
         "BENCH_EXPECT": str(expected),
+        "BENCH_DECODE": "1" if decoding else "0",
     }
     log_path = workdir / name / "noop.log"
     result_path = workdir / name / "result.json"
@@ -86,7 +89,7 @@ def faust_noop(
         while time.monotonic() < deadline:
             if result_path.exists():
                 result = orjson.loads(result_path.read_bytes())
-                eps = float(result["count"] - 1) / float(result["seconds"])
+                eps = float(result["after_first"]) / float(result["seconds"])
                 return {"eps": eps, "cpu": cpu.read()}
             if process.poll() is not None:
                 raise BenchError(

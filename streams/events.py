@@ -44,12 +44,9 @@ def parse_timestamp(value: Any) -> float:
     """Return epoch seconds for an RFC 3339 timestamp that carries an offset."""
     if not isinstance(value, str):
         raise PydanticCustomError("timestamp", "timestamp must be an RFC 3339 string")
-    not_rfc3339 = PydanticCustomError(
-        "timestamp", "not an RFC 3339 timestamp: {value}", {"value": value[:64]}
-    )
     form = _RFC3339.fullmatch(value)
     if form is None:
-        raise not_rfc3339
+        raise _not_rfc3339(value)
     if form["offset"] is None:
         raise PydanticCustomError(
             "timestamp", "timestamp has no UTC offset: {value}", {"value": value[:64]}
@@ -63,15 +60,21 @@ def parse_timestamp(value: Any) -> float:
         # fromisoformat checks the ranges the pattern lets through (month 13, February 30)
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise not_rfc3339 from None
+        raise _not_rfc3339(value) from None
     seconds = parsed.timestamp()
     if not EARLIEST <= seconds < LATEST:
         raise PydanticCustomError(
             "timestamp", "timestamp outside 2000..2099: {value}", {"value": value[:64]}
         )
     if leap and int(seconds) % 86_400 // 60 != 23 * 60 + 59:
-        raise not_rfc3339  # a leap second is the last second of a UTC day
+        raise _not_rfc3339(value)  # a leap second is the last second of a UTC day
     return seconds
+
+
+def _not_rfc3339(value: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "timestamp", "not an RFC 3339 timestamp: {value}", {"value": value[:64]}
+    )
 
 
 def parse_optional_timestamp(value: Any) -> float | None:

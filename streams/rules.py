@@ -185,6 +185,14 @@ class SegmentRules(_Strict):
         """The enabled triggers, highest priority first."""
         return tuple(t for t in self.priority if getattr(self.triggers, t).enabled)
 
+    @cached_property
+    def enabled_on_state(self) -> tuple[str, ...]:
+        """The enabled triggers that read the account's state (all but the external ones,
+        which fire on an external_signal event only), highest priority first."""
+        return tuple(
+            t for t in self.enabled if not isinstance(getattr(self.triggers, t), ExternalTrigger)
+        )
+
 
 class RulesFile(_Strict):
     """The rules file as written: defaults, and per-segment overrides of any of them."""

@@ -70,7 +70,9 @@ def failed_gate(state: AccountState, rules: SegmentRules) -> tuple[str, dict[str
     today = state.today
     recent = len(state.active_day_counts(window))
     before = state.memoized(
-        "churn_before", window, lambda: state.active_users(today - 2 * window + 1, today - window)
+        "churn_before",
+        (window, today, state.history_revision),
+        lambda: state.active_users(today - 2 * window + 1, today - window),
     )
     if before and recent < gates.churn_ratio * before:
         return "gated_churn_risk", {
@@ -104,8 +106,14 @@ class Detector:
             return Outcome(late=True)
         # the event may have changed the segment, and with it the rules
         rules = self.rules.for_segment(state.segment)
-        step = _Step(state, event, rules, self.rules.default_segment)
-        return step.decide(evaluate(state, event, rules))
+        fired = evaluate(state, event, rules)
+        fired_names = {f.trigger for f in fired}
+        for name, memory in state.triggers.items():
+            if memory[2] and name not in fired_names:
+                memory[2] = []  # the condition ended: a later gate or suppression is news again
+        if not fired:
+            return Outcome()
+        return _Step(state, event, rules, self.rules.default_segment).decide(fired)
 
 
 @dataclass(slots=True)
@@ -122,12 +130,6 @@ class _Step:
         """Gate, then cool down, then resolve collisions among what is left."""
         state, now = self.state, self.state.now
         assert now is not None
-        fired_names = {f.trigger for f in fired}
-        for name, memory in state.triggers.items():
-            if memory[2] and name not in fired_names:
-                memory[2] = []  # the condition ended: a later gate or suppression is news again
-        if not fired:
-            return self.outcome
         gate = failed_gate(state, self.rules)
         candidates: list[Fired] = []
         for trigger in fired:

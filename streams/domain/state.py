@@ -49,6 +49,30 @@ def month_start(month: int) -> float:
     return datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC).timestamp()
 
 
+class ActivityWindow:
+    """Users active in the last `days` days up to `day`, with their number of active days,
+    and the sum and the top of those numbers, kept current user by user."""
+
+    __slots__ = ("day", "counts", "total", "top", "top_user")
+
+    def __init__(self, day: int, counts: dict[str, int]) -> None:
+        self.day = day
+        self.counts = counts
+        self.total = sum(counts.values())
+        self.top = max(counts.values(), default=0)
+        # the first user in id order among those with the top count
+        self.top_user = min((u for u, n in counts.items() if n == self.top), default=None)
+
+    def count(self, user: str, days: int) -> None:
+        """Set a user's count. Within a day a count only grows: activity is never taken back."""
+        self.total += days - self.counts.get(user, 0)
+        self.counts[user] = days
+        if days > self.top:
+            self.top, self.top_user = days, user
+        elif days == self.top and (self.top_user is None or user < self.top_user):
+            self.top_user = user
+
+
 def event_key(event_id: str) -> int:
     """A stable 64-bit key for an event_id, so the dedup memory stays small."""
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
@@ -64,6 +88,7 @@ class AccountState:
     __slots__ = (
         "account_id",
         "now",
+        "today",
         "plan",
         "seat_limit",
         "usage_limits",
@@ -85,16 +110,29 @@ class AccountState:
         "primary",
         "pruned_day",
         "inputs",
-        "revision",
+        "activity_revision",
+        "history_revision",
+        "department_revision",
+        "tally_revision",
+        "usage_revision",
         "memo",
-        "active_counts",
+        "windows",
     )
     # Caches of window queries: not stored, rebuilt on demand after a restore.
-    TRANSIENT = ("revision", "memo", "active_counts")
+    TRANSIENT = (
+        "activity_revision",
+        "history_revision",
+        "department_revision",
+        "tally_revision",
+        "usage_revision",
+        "memo",
+        "windows",
+    )
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
         self.now: float | None = None  # latest event time seen: the account's clock
+        self.today = 0  # the day of the account's clock (not stored: derived)
         self.plan: str | None = None
         self.seat_limit: int | None = None
         self.usage_limits: dict[str, float] = {}
@@ -120,13 +158,18 @@ class AccountState:
         # input partition -> (offset, part) of the last input message applied to this account:
         # a message read again after a crash or a rebalance is at or below it, and is skipped
         self.inputs: dict[int, tuple[int, int]] = {}
-        # Not stored: `revision` counts changes to users, departments, gate hits and invites,
-        # so that window queries over them can be reused while it and the day stay the same.
-        self.revision = 0
+        # Not stored: revisions count changes to users and departments (activity), to
+        # activity before today (history), to departments, to gate hits and invites
+        # (tallies) and to usage and its limits, so that queries over them can be reused
+        # while their revision and the day stay the same.
+        self.activity_revision = 0
+        self.history_revision = 0
+        self.department_revision = 0
+        self.tally_revision = 0
+        self.usage_revision = 0
         self.memo: dict[str, tuple[Any, Any]] = {}
-        # window days -> (day, {user: active days in the window ending that day}), kept
-        # current user by user as activity arrives
-        self.active_counts: dict[int, tuple[int, dict[str, int]]] = {}
+        # window days -> activity in the window ending today, kept current as it arrives
+        self.windows: dict[int, ActivityWindow] = {}
 
     # -- applying events -------------------------------------------------
 
@@ -140,32 +183,35 @@ class AccountState:
         day = day_of(ts)
         if self.now is None or ts > self.now:
             self.now = ts
-        if isinstance(event, AccountUpdated):
-            self._update_account(event)
-        elif isinstance(event, UsageRecorded):
-            self._record_usage(event.properties.meter, event.properties.quantity, ts)
+            self.today = day_of(ts)
+        department = None
+        # the most frequent types first
+        if isinstance(event, UserActive):
+            department = event.properties.department
         elif isinstance(event, SeatAssigned):
             self.seats.add(event.user_id)
+            department = event.properties.department
+        elif isinstance(event, UsageRecorded):
+            self._record_usage(event.properties.meter, event.properties.quantity, ts)
+        elif isinstance(event, AccountUpdated):
+            self._update_account(event)
         elif isinstance(event, SeatRemoved):
             self.seats.discard(event.user_id)
+            department = event.properties.department
         elif isinstance(event, FeatureGateHit):
             feature = event.properties.feature
             self.gate_features[feature] = max(day, self.gate_features.get(feature, day))
             self.gate_users[event.user_id] = max(day, self.gate_users.get(event.user_id, day))
             self.gate_hits[day] = self.gate_hits.get(day, 0) + 1
-            self.revision += 1
+            self.tally_revision += 1
         elif isinstance(event, InviteSent):
             self.invites[day] = self.invites.get(day, 0) + 1
-            self.revision += 1
+            self.tally_revision += 1
         if event.user_id is not None:
-            department = None
-            if isinstance(event, SeatAssigned | SeatRemoved | UserActive):
-                department = event.properties.department
             self._mark_active(event.user_id, day, department, ts)
         self._track_saturation(ts, saturation_floor)
-        today = day_of(self.now)
-        if today > self.pruned_day:
-            self._prune(today)
+        if self.today > self.pruned_day:
+            self._prune(self.today)
 
     def _update_account(self, event: AccountUpdated) -> None:
         props = event.properties
@@ -173,9 +219,11 @@ class AccountState:
             value = getattr(props, name)
             if name == "usage_limits":
                 value = dict(value or {})
+                self.usage_revision += 1
             setattr(self, name, value)
 
     def _record_usage(self, meter: str, quantity: float, ts: float) -> None:
+        self.usage_revision += 1
         month = month_of(ts)
         current = self.usage.get(meter)
         if current is None or month > current[0]:
@@ -186,9 +234,11 @@ class AccountState:
 
     def _mark_active(self, user: str, day: int, department: str | None, ts: float) -> None:
         record = self.users.get(user)
+        if day < self.today:
+            self.history_revision += 1  # (perhaps) activity on a past day
         if record is None:
             self.users[user] = [day, 1, department]
-            self.revision += 1
+            self.activity_revision += 1
         else:
             last_day, mask, known_department = record
             if day > last_day:
@@ -199,14 +249,15 @@ class AccountState:
             if department is not None:
                 record[2] = department
             if record[0] != last_day or record[1] != mask or record[2] != known_department:
-                self.revision += 1
-        if self.active_counts:
+                self.activity_revision += 1
+        if self.windows:
             self._recount(user)
         if department is not None:
             first = self.departments.get(department)
             if first is None or ts < first:
                 self.departments[department] = ts
-                self.revision += 1
+                self.activity_revision += 1
+                self.department_revision += 1
 
     def _track_saturation(self, ts: float, floor: float) -> None:
         if self.seat_limit and len(self.seats) / self.seat_limit >= floor:
@@ -225,7 +276,6 @@ class AccountState:
         if self.now is not None:
             self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
-        self.revision += 1
 
     def seen_at(self, key: int) -> float | None:
         """Event time of the event with this key, while it is still remembered."""
@@ -246,18 +296,17 @@ class AccountState:
     # -- window queries ----------------------------------------------------
 
     def memoized(self, name: str, key: Any, compute: Callable[[], T]) -> T:
-        """compute(), or its last result while `key` and the day and revision stay the same."""
-        full_key = (key, self.today, self.revision)
+        """compute(), or its last result while `key` stays the same.
+
+        The key names everything the result depends on: the rule, the day, the revision
+        of the data it reads. (A prune happens only on a new day.)
+        """
         hit = self.memo.get(name)
-        if hit is not None and hit[0] == full_key:
+        if hit is not None and hit[0] == key:
             return cast(T, hit[1])
         value = compute()
-        self.memo[name] = (full_key, value)
+        self.memo[name] = (key, value)
         return value
-
-    @property
-    def today(self) -> int:
-        return day_of(self.now) if self.now is not None else 0
 
     def active_days(self, record: list[Any], first_day: int, last_day: int) -> int:
         """Days from first_day to last_day (inclusive) on which the user had an event."""
@@ -270,10 +319,14 @@ class AccountState:
 
     def active_day_counts(self, days: int) -> dict[str, int]:
         """Users active in the last `days` days up to today, with their number of active days."""
+        return self.activity_window(days).counts
+
+    def activity_window(self, days: int) -> ActivityWindow:
+        """Activity in the last `days` days up to today."""
         today = self.today
-        cached = self.active_counts.get(days)
-        if cached is not None and cached[0] == today:
-            return cached[1]
+        window = self.windows.get(days)
+        if window is not None and window.day == today:
+            return window
         first = today - days + 1
         # a user's last active day is never after today, the day of the account's clock
         counts = {
@@ -281,18 +334,18 @@ class AccountState:
             for user, (last, mask, _) in self.users.items()
             if last >= first
         }
-        self.active_counts[days] = (today, counts)
-        return counts
+        window = self.windows[days] = ActivityWindow(today, counts)
+        return window
 
     def _recount(self, user: str) -> None:
-        """Bring the cached counts of today's windows up to date for one user's new activity."""
+        """Bring today's windows up to date with one user's new activity."""
         today = self.today
         last, mask, _ = self.users[user]
-        for days, (day, counts) in self.active_counts.items():
-            if day == today:
+        for days, window in self.windows.items():
+            if window.day == today:
                 first = today - days + 1
                 if last >= first:
-                    counts[user] = (mask & ((1 << (last - first + 1)) - 1)).bit_count()
+                    window.count(user, (mask & ((1 << (last - first + 1)) - 1)).bit_count())
 
     def active_users(self, first_day: int, last_day: int) -> int:
         return sum(
@@ -380,6 +433,7 @@ class AccountState:
             inputs,
         ) = values[2:]
         state.seats = set(seats)
+        state.today = day_of(state.now) if state.now is not None else 0
         state.gate_hits = dict(map(tuple, gate_hits))
         state.invites = dict(map(tuple, invites))
         state.seen = dict(map(tuple, seen))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,31 @@ def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fir
         return None
     rule = rules.triggers.usage_ceiling
     assert state.now is not None
+    quiet = state.memo.get("usage_ceiling")
+    if quiet is not None and quiet[0] == (rule, state.usage_revision):
+        start, days = quiet[1]
+        if (state.now - start) / DAY < days:
+            return None
+    fired, quiet_while = _usage_ceiling(state, rule)
+    state.memo["usage_ceiling"] = ((rule, state.usage_revision), quiet_while)
+    return fired
+
+
+def _usage_ceiling(state: AccountState, rule: Any) -> tuple[Fired | None, tuple[float, float]]:
+    """The trigger now, and (start, days): it stays quiet while usage stays the same and
+    fewer than `days` days have passed since `start`.
+
+    With the same usage the ratio stays the same, and the projected days to the limit only
+    grow while the days left in the month shrink; after the month, that usage no longer
+    counts. So once projections count (projection_min_days into the month), a trigger quiet
+    now stays quiet until usage changes.
+    """
+    assert state.now is not None
     month = month_of(state.now)
     days_elapsed = (state.now - month_start(month)) / DAY
+    # (projection_min_days is at least 1: from then on there is a run rate)
+    quiet_days = rule.projection_min_days if days_elapsed < rule.projection_min_days else math.inf
+    quiet_while = (month_start(month), quiet_days)
     # usage resets with the month: a limit reached only after that is no ceiling
     days_left = (month_start(month + 1) - state.now) / DAY
     best: tuple[float, float, str, float | None] | None = None
@@ -53,7 +77,7 @@ def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fir
         if level is not None and (best is None or (level, ratio) > best[:2]):
             best = (level, ratio, meter, projected)
     if best is None:
-        return None
+        return None, quiet_while
     level, ratio, meter, projected = best
     evidence: dict[str, Any] = {
         "meter": meter,
@@ -67,7 +91,7 @@ def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fir
     if projected is not None:
         evidence["basis"] = "projection"
         evidence["projected_days_to_limit"] = round(projected, 2)
-    return Fired("usage_ceiling", level, evidence)
+    return Fired("usage_ceiling", level, evidence), (state.now, -math.inf)
 
 
 def seat_saturation(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
@@ -101,7 +125,11 @@ def gated_feature_demand(state: AccountState, event: Event, rules: SegmentRules)
     if not state.gate_hits:
         return None
     rule = rules.triggers.gated_feature_demand
-    return state.memoized("gated_feature_demand", rule, lambda: _gated_feature_demand(state, rule))
+    return state.memoized(
+        "gated_feature_demand",
+        (rule, state.today, state.tally_revision),
+        lambda: _gated_feature_demand(state, rule),
+    )
 
 
 def _gated_feature_demand(state: AccountState, rule: Any) -> Fired | None:
@@ -132,7 +160,9 @@ def invite_surge(state: AccountState, event: Event, rules: SegmentRules) -> Fire
         return None
     rule = rules.triggers.invite_surge
     invites = state.memoized(
-        "invites", rule.window_days, lambda: state.window_sum(state.invites, rule.window_days)
+        "invites",
+        (rule.window_days, state.today, state.tally_revision),
+        lambda: state.window_sum(state.invites, rule.window_days),
     )
     if invites < rule.invites:
         return None
@@ -145,19 +175,32 @@ def new_department(state: AccountState, event: Event, rules: SegmentRules) -> Fi
     if not state.departments:
         return None
     assert state.now is not None
-    known_since = min(state.departments.values())
-    if state.now - known_since < rule.departments_known_days * DAY:
-        return None
-    return state.memoized("new_department", rule, lambda: _new_department(state, rule, known_since))
-
-
-def _new_department(state: AccountState, rule: Any, known_since: float) -> Fired | None:
     today = state.today
-    first = today - rule.window_days + 1
-    best: tuple[int, str] | None = None
-    new = {d for d, first_seen in state.departments.items() if day_of(first_seen) >= first}
-    if not new:
+    known_since, new = state.memoized(
+        "new_departments",
+        (rule.window_days, today, state.department_revision),
+        lambda: _new_departments(state, today - rule.window_days + 1),
+    )
+    if not new or state.now - known_since < rule.departments_known_days * DAY:
         return None
+    return state.memoized(
+        "new_department",
+        (rule, today, state.activity_revision),
+        lambda: _new_department(state, rule, known_since, new),
+    )
+
+
+def _new_departments(state: AccountState, first: int) -> tuple[float, set[str]]:
+    """When the first department was seen, and the departments first seen from day `first`."""
+    known_since = min(state.departments.values())
+    new = {d for d, first_seen in state.departments.items() if day_of(first_seen) >= first}
+    return known_since, new
+
+
+def _new_department(
+    state: AccountState, rule: Any, known_since: float, new: set[str]
+) -> Fired | None:
+    best: tuple[int, str] | None = None
     active = state.active_day_counts(rule.window_days)
     for department in new:
         users = sum(1 for user in active if state.users[user][2] == department)
@@ -184,16 +227,12 @@ def power_user_emergence(state: AccountState, event: Event, rules: SegmentRules)
     rule = rules.triggers.power_user_emergence
     if len(state.users) < rule.min_active_users:
         return None
-    return state.memoized("power_user_emergence", rule, lambda: _power_user_emergence(state, rule))
-
-
-def _power_user_emergence(state: AccountState, rule: Any) -> Fired | None:
-    days = state.active_day_counts(rule.window_days)
+    window = state.activity_window(rule.window_days)
+    days = window.counts
     if len(days) < rule.min_active_users:
         return None
-    mean = sum(days.values()) / len(days)
-    top = max(days.values())
-    user = min(user for user, n in days.items() if n == top)
+    top, user = window.top, window.top_user
+    mean = window.total / len(days)
     if top < rule.min_active_days or top < rule.multiple_of_mean * mean:
         return None
     return Fired(
@@ -238,7 +277,8 @@ TRIGGER_CHECKS: dict[str, Callable[[AccountState, Event, SegmentRules], Fired | 
 def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fired]:
     """Every enabled trigger whose condition holds now, highest priority first."""
     fired = []
-    for trigger in rules.enabled:
+    external = isinstance(event, ExternalSignal)
+    for trigger in rules.enabled if external else rules.enabled_on_state:
         result = TRIGGER_CHECKS[trigger](state, event, rules)
         if result is not None:
             fired.append(result)

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -215,18 +215,25 @@ class Pipeline:
                 metrics.REREAD.inc(len(events))
                 return
             state.inputs[source] = position
-        outcomes: list[Outcome] = []
-        for event in events:
-            outcome = self.detector.apply(state, event)
-            outcomes.append(outcome)
+        apply = self.detector.apply
+        outcomes = [apply(state, event) for event in events]
+        # counted once per account and message, not per event
+        by_type: Counter[str] = Counter()
+        duplicates = late = 0
+        for event, outcome in zip(events, outcomes, strict=True):
             if outcome.duplicate:
-                metrics.DUPLICATES.inc()
+                duplicates += 1
             else:
-                metrics.EVENTS_BY_TYPE[event.type].inc()
-                if outcome.late:
-                    metrics.LATE.inc()
+                by_type[event.type] += 1
+                late += outcome.late
+        for event_type, count in by_type.items():
+            metrics.EVENTS_BY_TYPE[event_type].inc(count)
+        if duplicates:
+            metrics.DUPLICATES.inc(duplicates)
+        if late:
+            metrics.LATE.inc(late)
         await self.publish(account_key, outcomes, sent_at)
-        if all(outcome.duplicate for outcome in outcomes):
+        if duplicates == len(events):
             return  # a duplicate changes nothing
         # Saved after the signals are on the broker: state that says "published" never
         # survives a crash that lost the signal.

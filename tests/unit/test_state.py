@@ -156,6 +156,29 @@ def test_an_older_event_is_counted_on_its_own_day() -> None:
     assert state.active_days(record, DAY0, DAY0 + 10) == 2
 
 
+def test_an_activity_window_kept_current_matches_one_counted_afresh() -> None:
+    # activity arriving user by user, late events included, against a window counted
+    # from nothing after each event: counts, their sum and the top user agree
+    arrivals = [(0, "u2"), (1, "u1"), (1, "u2"), (2, "u3"), (0.5, "u3"), (2, "u1"), (1.5, "u0")]
+    state = AccountState("acme")
+    expected = []
+    for n, (day, user) in enumerate(arrivals):
+        fold(events(active(day, user), prefix=f"a{n}"), state)
+        kept = state.activity_window(30)
+        fresh = AccountState.from_bytes(state.to_bytes()).activity_window(30)
+        assert (kept.counts, kept.total, kept.top, kept.top_user) == (
+            fresh.counts,
+            fresh.total,
+            fresh.top,
+            fresh.top_user,
+        )
+        expected.append((kept.total, kept.top, kept.top_user))
+
+    # u1, u2 and u3 each active on two days by the end; u1 is first of them by id
+    assert expected[-1] == (7, 2, "u1")
+    assert expected[2] == (3, 2, "u2")
+
+
 def test_window_sums_count_days_ending_today() -> None:
     state = fold(events(invite(0), invite(1), invite(1), invite(29)))
 

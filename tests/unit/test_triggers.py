@@ -10,11 +10,14 @@ from scenario import (
     account,
     active,
     at,
+    brief,
     events,
     fold,
     gate_hit,
     invite,
+    run,
     seat,
+    signals,
     usage,
 )
 
@@ -118,6 +121,16 @@ def test_usage_ceiling_projection_needs_7_days_of_the_month() -> None:
     # 700 of 1000 in 6.99 days would reach the limit in 3 days
     assert check("usage_ceiling", LIMITED, usage(6.99, 700)) is None
     assert check("usage_ceiling", LIMITED, usage(6.99, 700), usage(7, 0)) is not None
+
+
+def test_usage_ceiling_projection_fires_on_any_later_event_once_the_run_rate_counts() -> None:
+    # 700 of 1000 by day 3 does not project yet; on day 7 a user's activity (no new usage)
+    # is the first event after which the run rate counts: 100 a day, the limit in 3 days
+    outcomes = run(events(LIMITED, usage(3, 700), active(5, "u1"), active(7, "u1")))
+
+    assert [brief(signal) for signal in signals(outcomes)] == [("usage_ceiling", 0.8, None)]
+    assert outcomes[-1].signals[0]["evidence"]["basis"] == "projection"
+    assert outcomes[-1].signals[0]["evidence"]["projected_days_to_limit"] == 3.0
 
 
 def test_usage_ceiling_counts_only_the_current_month() -> None:
