@@ -100,7 +100,7 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
 
     @app.timer(interval=15.0)
     async def report_state() -> None:
-        metrics.record_state(pipeline.summaries(), triggers)
+        metrics.record_state(await pipeline.summaries(), triggers)
         await ledger.ping()
 
     app.pipeline = pipeline  # type: ignore[attr-defined]

@@ -38,6 +38,7 @@ STATE_CACHE_ACCOUNTS = 10_000
 # and the burst of changelog writes at a commit.
 UNSAVED_ACCOUNTS = 5_000
 SAVE_SLICE = 32  # accounts saved between turns of the event loop
+SUMMARY_SLICE = 500  # stored states summarized between turns of the event loop
 # The changelog's producer batches: a commit's account states in a few produce requests.
 CHANGELOG_BATCH_BYTES = 256 * 1024
 CHANGELOG_LINGER_MS = 5
@@ -84,6 +85,20 @@ def forwarded_from(message: Any) -> Source | None:
             partition, offset, part = (int(n) for n in value.split(b":"))
             return partition, (offset, part)
     return None
+
+
+async def summarize(values: Iterable[bytes]) -> list[tuple[int, float | None, dict[str, float]]]:
+    """(size, clock, {trigger: published at}) of each stored account state.
+
+    Yields to the event loop every SUMMARY_SLICE states: 100,000 accounts with a month of
+    history take about 0.6 s to decode, and messages must not wait that long.
+    """
+    rows = []
+    for n, value in enumerate(values):
+        if n % SUMMARY_SLICE == SUMMARY_SLICE - 1:
+            await asyncio.sleep(0)
+        rows.append((len(value), *AccountState.summary(value)))
+    return rows
 
 
 def wall_clock() -> str:
@@ -389,12 +404,9 @@ class Pipeline:
             failed.set_exception(error)
             return failed
 
-    def summaries(self) -> list[tuple[int, float | None, dict[str, float]]]:
+    async def summaries(self) -> list[tuple[int, float | None, dict[str, float]]]:
         """(size, clock, {trigger: published at}) of every account this worker holds."""
-        return [
-            (len(value), *AccountState.summary(value))
-            for value in list(self.accounts.data.values())
-        ]
+        return await summarize(list(self.accounts.data.values()))
 
 
 def register(app: faust.App, pipeline: Pipeline) -> None:

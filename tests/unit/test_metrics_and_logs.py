@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -12,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from streams.domain.state import AccountState
 from streams.io import metrics
+from streams.io.agents import SUMMARY_SLICE, summarize
 from streams.logs import ExpectedErrors, JsonFormatter, logging_config
 from streams.settings import ROOT
 
@@ -49,6 +51,33 @@ def test_trigger_reach_counts_active_accounts_over_the_last_90_days_of_event_tim
     assert gauge("expansion_trigger_reach_ratio", trigger="seat_saturation") == 1 / 3
     assert gauge("expansion_trigger_reach_ratio", trigger="usage_ceiling") == 1 / 3
     assert gauge("expansion_trigger_reach_ratio", trigger="invite_surge") == 0
+
+
+def test_summarizing_many_accounts_lets_messages_be_processed_in_between() -> None:
+    values = [stored(f"a{n}", NOW - n, {"usage_ceiling": NOW}) for n in range(3 * SUMMARY_SLICE)]
+    turns: list[int] = []
+
+    async def scenario() -> list[tuple[int, float | None, dict[str, float]]]:
+        summarizing = True
+
+        async def other_work() -> None:  # stands for the agent, waiting for the loop
+            while summarizing:
+                turns.append(1)
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(other_work())
+        await asyncio.sleep(0)
+        before = len(turns)
+        rows = await summarize(values)
+        summarizing = False
+        await other
+        turns[:] = turns[before:]
+        return rows
+
+    rows = asyncio.run(scenario())
+
+    assert rows == [(len(value), *AccountState.summary(value)) for value in values]
+    assert len(turns) >= 3  # once per slice at least, not once at the end
 
 
 def test_no_accounts_gives_zero_reach_not_an_error() -> None:
