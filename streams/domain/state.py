@@ -85,6 +85,16 @@ class AccountState:
     gate hits and invites as per-day counts, usage per meter for the current month.
     """
 
+    # Caches of window queries: not stored, rebuilt on demand after a restore.
+    TRANSIENT = (
+        "activity_revision",
+        "history_revision",
+        "department_revision",
+        "tally_revision",
+        "usage_revision",
+        "memo",
+        "windows",
+    )
     __slots__ = (
         "account_id",
         "now",
@@ -110,23 +120,7 @@ class AccountState:
         "primary",
         "pruned_day",
         "inputs",
-        "activity_revision",
-        "history_revision",
-        "department_revision",
-        "tally_revision",
-        "usage_revision",
-        "memo",
-        "windows",
-    )
-    # Caches of window queries: not stored, rebuilt on demand after a restore.
-    TRANSIENT = (
-        "activity_revision",
-        "history_revision",
-        "department_revision",
-        "tally_revision",
-        "usage_revision",
-        "memo",
-        "windows",
+        *TRANSIENT,
     )
 
     def __init__(self, account_id: str) -> None:

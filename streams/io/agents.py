@@ -7,9 +7,9 @@ import base64
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
 import orjson
@@ -26,6 +26,7 @@ from streams.io.topics import partition_for
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Kept of a rejected input in its DLQ record, so that the record itself stays well under
 # the 1 MB a Kafka broker accepts by default, even after JSON escaping.
 DLQ_RAW_LIMIT = 128 * 1024
@@ -87,18 +88,24 @@ def forwarded_from(message: Any) -> Source | None:
     return None
 
 
+async def in_slices(items: Iterable[T], size: int) -> AsyncIterator[T]:
+    """The items, with a turn of the event loop before every `size`-th: long work over many
+    accounts must not hold up the agent, and every message, until it is done."""
+    for n, item in enumerate(items):
+        if n % size == size - 1:
+            await asyncio.sleep(0)
+        yield item
+
+
 async def summarize(values: Iterable[bytes]) -> list[tuple[int, float | None, dict[str, float]]]:
     """(size, clock, {trigger: published at}) of each stored account state.
 
-    Yields to the event loop every SUMMARY_SLICE states: 100,000 accounts with a month of
-    history take about 0.6 s to decode, and messages must not wait that long.
+    In slices: 100,000 accounts with a month of history take about 0.6 s to decode.
     """
-    rows = []
-    for n, value in enumerate(values):
-        if n % SUMMARY_SLICE == SUMMARY_SLICE - 1:
-            await asyncio.sleep(0)
-        rows.append((len(value), *AccountState.summary(value)))
-    return rows
+    return [
+        (len(value), *AccountState.summary(value))
+        async for value in in_slices(values, SUMMARY_SLICE)
+    ]
 
 
 def wall_clock() -> str:
@@ -268,9 +275,8 @@ class Pipeline:
             self.saving, self.unsaved = self.unsaved, {}
             changelog = self.accounts.changelog_topic
             records: list[Record] = []
-            for n, (account_key, state) in enumerate(list(self.saving.items())):
-                if n % SAVE_SLICE == SAVE_SLICE - 1:
-                    await asyncio.sleep(0)  # the agent goes on meanwhile
+            # the agent goes on between slices
+            async for account_key, state in in_slices(list(self.saving.items()), SAVE_SLICE):
                 if account_key not in self.saving:
                     continue  # its partition was revoked meanwhile (forget)
                 value = state.to_bytes()
