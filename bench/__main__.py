@@ -20,7 +20,7 @@ from typing import Any
 from uuid import uuid4
 
 from bench import anchors, backtest, detector
-from bench.infra import BenchError, check_redis, delete_prefix, say, stop_all
+from bench.infra import BenchError, check_redis, cpu_speed, delete_prefix, say, stop_all
 from bench.inputs import Inputs, produce_inputs
 from bench.report import RESULTS, Figure, machine, ratio, table, write_results
 from streams.embedded import BrokerStartError, EmbeddedBroker
@@ -28,6 +28,10 @@ from streams.settings import ROOT, Settings
 
 # Other processes' CPU (in cores) above which a measurement is reported as disturbed.
 BUSY_MACHINE = 0.15
+# The run is flagged when the machine's slowest speed is below this share of its fastest.
+# The probe itself varies by up to about 20 % on a quiet machine; the slowdown of a shared
+# host seen here was 30-40 %.
+SPEED_SPREAD = 0.75
 PHASES = ("raw", "noop", "decode", "single", "batch", "latency", "state", "backtest")
 # The simulation: 2,000 accounts over 30 days are about 310,000 events, and every behaviour
 # the simulator has starts within the 30 days, so the later days fire signals.
@@ -130,6 +134,7 @@ class Bench:
         self.workdir = workdir
         self.details: dict[str, Any] = {}
         self.disturbed: list[str] = []
+        self.speeds: list[tuple[str, float]] = []  # (before what, cpu_speed())
         self.figures = {
             "raw_consume_eps": Figure("raw_consume_eps", "events/s"),
             "faust_noop_eps": Figure("faust_noop_eps", "events/s"),
@@ -190,13 +195,34 @@ class Bench:
             "partitions": args.partitions,
         }
         for run in range(1, args.runs + 1):
+            self.note_speed(f"throughput run {run}")
             self.throughput_run(ctx, inputs, run)
         if "latency" in phases:
+            self.note_speed("latency")
             self.latency(ctx, inputs)
         if "state" in phases:
+            self.note_speed("state")
             self.state(ctx)
         if "backtest" in phases:
+            self.note_speed("backtest")
             self.backtest()
+        self.note_speed("end")
+
+    def note_speed(self, label: str) -> None:
+        speed = cpu_speed()
+        self.speeds.append((label, round(speed, 1)))
+        say(f"machine speed before {label}: {speed:.1f} million loop turns/s")
+
+    def speed_warning(self) -> str | None:
+        """A line for the report when the machine's speed changed during the run."""
+        values = [speed for _, speed in self.speeds]
+        if len(values) < 2 or min(values) >= SPEED_SPREAD * max(values):
+            return None
+        return (
+            f"the machine's speed changed during the run: {min(values):.1f} to "
+            f"{max(values):.1f} million loop turns/s (see machine_speed in "
+            f"{RESULTS.relative_to(ROOT)}); figures measured while it was slow are lower"
+        )
 
     def throughput_run(self, ctx: detector.Context, inputs: Inputs, run: int) -> None:
         args, phases = self.args, self.args.phases
@@ -454,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"could not delete Redis keys under {run_id}-: {error}")
     figures = bench.ordered()
     print(table(figures))
+    warning = bench.speed_warning()
+    if warning:
+        print(f"\n{warning}")
     if bench.disturbed:
         print(
             f"\nother processes were busy during {len(bench.disturbed)} measurement(s), "
@@ -469,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(redis_url),
             "figures": {figure.name: figure.as_json() for figure in figures},
             "disturbed": bench.disturbed,
+            "machine_speed": bench.speeds,
             "details": bench.details,
         }
     )

@@ -157,6 +157,26 @@ def wait_idle(pid: int, share: float = 0.1, window: float = 0.5, timeout: float 
     return time.monotonic() - started
 
 
+SPEED_LOOPS = 2_000_000
+
+
+def cpu_speed(tries: int = 3) -> float:
+    """Millions of turns per second of a fixed pure-Python loop on one core, now (the best
+    of a few tries, each about 50 ms).
+
+    The machine's speed can change while nothing on it is busy: on a shared host, the same
+    single-core work ran 40 % faster one hour than the hour before. This shows it.
+    """
+    best = 0.0
+    for _ in range(tries):
+        started = time.perf_counter()
+        total = 0
+        for n in range(SPEED_LOOPS):
+            total += n & 7
+        best = max(best, SPEED_LOOPS / (time.perf_counter() - started) / 1e6)
+    return best
+
+
 def machine_busy_seconds() -> float:
     """CPU time all processes on the machine have used so far (every core, from /proc/stat)."""
     with open("/proc/stat") as stat:
