@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 import time
 from pathlib import Path
@@ -45,17 +44,9 @@ def raw_consume(
     bootstrap: str, broker_pid: int, topic: str, partitions: int, expected: int
 ) -> dict[str, Any]:
     """Events per second a plain consumer reads and JSON-decodes, first fetch to last record."""
-    # The consumer runs in the benchmark's process, which holds the whole simulation (about
-    # 310,000 events as dicts). Full garbage collections over those took about 0.3 s of a
-    # run's 0.5 s in most runs: frozen, they are left alone, as in a plain consumer's process.
-    gc.collect()
-    gc.freeze()
-    try:
-        cpu = CpuMeter({"broker": broker_pid})
-        cpu.start()
-        eps = asyncio.run(_consume(bootstrap, topic, partitions, expected))
-    finally:
-        gc.unfreeze()
+    cpu = CpuMeter({"broker": broker_pid})
+    cpu.start()
+    eps = asyncio.run(_consume(bootstrap, topic, partitions, expected))
     return {"eps": eps, "cpu": cpu.read()}
 
 

@@ -14,22 +14,15 @@ import argparse
 import asyncio
 import threading
 import time
-from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.infra import say
+from bench.infra import cpu_seconds, say
 from bench.inputs import FastProducer, create_topics
 from streams.embedded import EmbeddedBroker
 
 TOPIC = "fetch-probe"
 VALUE = b'{"padding": "' + b"x" * 200 + b'"}'
-
-
-def cpu_ticks(pid: int) -> int:
-    """User plus system CPU time of a process, in clock ticks (1/100 s)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 async def read(bootstrap: str, partitions: int, wait_ms: int, stop: threading.Event) -> None:
@@ -73,17 +66,17 @@ def main() -> None:
             f"{args.linger_ms:g} ms, {'read' if args.read else 'not read'}"
         )
         started = last = time.monotonic()
-        last_ticks, sent = cpu_ticks(pid), 0
+        last_cpu, sent = cpu_seconds(pid), 0
         while (now := time.monotonic()) - started < args.seconds:
             while sent < int((now - started) * args.rate) + 1:
                 producer.send(TOPIC, sent % args.partitions, b"key", VALUE)
                 sent += 1
             producer.poll()
             if now - last >= 5.0:
-                ticks = cpu_ticks(pid)
-                share = (ticks - last_ticks) / 100 / (now - last)
+                cpu = cpu_seconds(pid)
+                share = (cpu - last_cpu) / (now - last)
                 say(f"{now - started:5.1f}s: {sent:,} records sent; broker {share:.0%} of a core")
-                last, last_ticks = now, ticks
+                last, last_cpu = now, cpu
             time.sleep(0.002)
         producer.flush()
         del producer  # closed before the broker stops, so that librdkafka has nothing to report

@@ -57,7 +57,7 @@ def test_summarizing_many_accounts_lets_messages_be_processed_in_between() -> No
     values = [stored(f"a{n}", NOW - n, {"usage_ceiling": NOW}) for n in range(3 * SUMMARY_SLICE)]
     turns: list[int] = []
 
-    async def scenario() -> list[tuple[int, float | None, dict[str, float]]]:
+    async def scenario() -> tuple[list[tuple[int, float | None, dict[str, float]]], int]:
         summarizing = True
 
         async def other_work() -> None:  # stands for the agent, waiting for the loop
@@ -71,13 +71,15 @@ def test_summarizing_many_accounts_lets_messages_be_processed_in_between() -> No
         rows = await summarize(values)
         summarizing = False
         await other
-        turns[:] = turns[before:]
-        return rows
+        return rows, len(turns) - before
 
-    rows = asyncio.run(scenario())
+    rows, turns_meanwhile = asyncio.run(scenario())
 
-    assert rows == [(len(value), *AccountState.summary(value)) for value in values]
-    assert len(turns) >= 3  # once per slice at least, not once at the end
+    assert [(clock, published) for _, clock, published in rows] == [
+        (NOW - n, {"usage_ceiling": NOW}) for n in range(3 * SUMMARY_SLICE)
+    ]
+    assert [size for size, _, _ in rows] == [len(value) for value in values]
+    assert turns_meanwhile >= 3  # once per slice at least, not once at the end
 
 
 def test_no_accounts_gives_zero_reach_not_an_error() -> None:
