@@ -23,9 +23,10 @@ from typing import Any
 from confluent_kafka import Producer
 
 from bench.infra import BenchError, say
+from streams.clock import format_ms
 from streams.events import encode_batch
 from streams.io.topics import ensure_topics, partition_for
-from streams.simulate import Simulation, format_ms, messages
+from streams.simulate import Simulation, messages
 
 BATCH_SIZE = 100
 SIM_START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -38,12 +38,12 @@ from typing import Any
 
 import orjson
 
+from streams.clock import DAY
 from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import Event, decode
 from streams.rules import TRIGGERS, Rules, RulesError, load
 
-DAY = 86_400.0
 WINDOW_DAYS = 90
 ROUTES = ("in_app", "csm", "sales")
 # The bar for automating a trigger.

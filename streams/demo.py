@@ -20,6 +20,7 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams import present
+from streams.clock import day_of
 from streams.embedded import EmbeddedBroker, free_port
 from streams.io.ledger import redacted
 from streams.io.topics import ensure_topics
@@ -72,7 +73,7 @@ def _batches(events: list[dict[str, Any]]) -> list[tuple[int, list[tuple[str, li
     days: dict[int, dict[str, list[Any]]] = defaultdict(lambda: defaultdict(list))
     first_day = None
     for event in events:
-        day = int(_epoch(event["timestamp"]) // 86_400)
+        day = day_of(_epoch(event["timestamp"]))
         first_day = day if first_day is None else first_day
         days[day - first_day][event["account_id"]].append(event)
     return [(day, list(accounts.items())) for day, accounts in sorted(days.items())]

@@ -350,9 +350,3 @@ def encode_batches(
         return [whole]
     half = len(sources) // 2
     return encode_batches(sources[:half], max_bytes) + encode_batches(sources[half:], max_bytes)
-
-
-def format_time(seconds: float) -> str:
-    """RFC 3339 in UTC with a Z suffix and millisecond precision."""
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

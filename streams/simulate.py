@@ -27,6 +27,7 @@ from typing import Any, BinaryIO, TextIO
 import orjson
 from aiokafka.errors import KafkaError
 
+from streams.clock import format_ms
 from streams.events import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
 from streams.io.topics import BrokerUnavailable, TopicCreationError
 
@@ -146,12 +147,6 @@ class AccountProfile:
     seats: int  # users holding a seat on day 0
     engagement: float  # typical weekday probability that a user is active
     peak_hour: float  # UTC hour around which its users work
-
-
-def format_ms(ms: int) -> str:
-    """RFC 3339 in UTC with millisecond precision and a Z suffix, from epoch milliseconds."""
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def _poisson(rng: random.Random, mean: float) -> int:

@@ -6,13 +6,12 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.domain.state import DAY, AccountState, event_key
+from streams.clock import DAY, HOUR, format_time
+from streams.domain.state import AccountState, event_key
 from streams.domain.triggers import Fired, evaluate
-from streams.events import Event, format_time
+from streams.events import Event
 from streams.rules import EXPANSION_TYPE, Rules, SegmentRules
 from streams.signals import signal_id
-
-HOUR = 3_600.0
 
 
 @dataclass(slots=True)

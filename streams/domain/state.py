@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, TypeVar, cast
 
 import orjson
 
+from streams.clock import day_of, month_of
 from streams.events import (
     AccountUpdated,
     Event,
@@ -22,31 +21,9 @@ from streams.events import (
 )
 
 T = TypeVar("T")
-DAY = 86_400.0
 # How many days of per-user activity are kept: enough for the longest window the
 # rules allow (60 days), and for the churn gate's two back-to-back windows (2 x 30).
 HISTORY_DAYS = 64
-
-
-def day_of(seconds: float) -> int:
-    """UTC date of an event time, as days since the epoch."""
-    return int(seconds // DAY)
-
-
-def month_of(seconds: float) -> int:
-    """UTC calendar month of an event time, as year * 12 + month - 1."""
-    return _month_of_day(int(seconds // DAY))
-
-
-@lru_cache(maxsize=4096)
-def _month_of_day(day: int) -> int:
-    moment = datetime.fromtimestamp(day * DAY, tz=UTC)
-    return moment.year * 12 + moment.month - 1
-
-
-@lru_cache(maxsize=4096)
-def month_start(month: int) -> float:
-    return datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC).timestamp()
 
 
 class ActivityWindow:

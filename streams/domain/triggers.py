@@ -7,8 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.domain.state import DAY, AccountState, day_of, month_of, month_start
-from streams.events import Event, ExternalSignal, format_time
+from streams.clock import DAY, day_of, format_time, month_of, month_start
+from streams.domain.state import AccountState
+from streams.events import Event, ExternalSignal
 from streams.rules import SegmentRules
 
 

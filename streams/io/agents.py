@@ -8,7 +8,6 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import faust
@@ -16,6 +15,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from streams.clock import wall_clock
 from streams.domain.decide import Detector, Outcome
 from streams.domain.state import AccountState
 from streams.events import Event, Rejection, decode, encode_batches
@@ -106,10 +106,6 @@ async def summarize(values: Iterable[bytes]) -> list[tuple[int, float | None, di
         (len(value), *AccountState.summary(value))
         async for value in in_slices(values, SUMMARY_SLICE)
     ]
-
-
-def wall_clock() -> str:
-    return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Pipeline:

@@ -13,11 +13,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from streams.clock import DAY
 from streams.io import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-LEDGER_TTL_SECONDS = 90 * 86_400  # longer than any cooldown or replay horizon
+LEDGER_TTL_SECONDS = int(90 * DAY)  # longer than any cooldown or replay horizon
 # Move a partition's checkpoint forward only: two workers may overlap during a rebalance.
 _ADVANCE = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')

@@ -15,11 +15,12 @@ from prometheus_client import (
     generate_latest,
 )
 
+from streams.clock import DAY
 from streams.events import EVENT_TYPES
 
 # The window over which each trigger's reach is measured: a quarter and a bit, as the
 # rule of thumb "a healthy trigger fires on 5-15 % of active accounts a quarter" asks.
-REACH_WINDOW_SECONDS = 90 * 86_400
+REACH_WINDOW_SECONDS = 90 * DAY
 
 EVENTS = Counter("expansion_events_total", "Valid events consumed, by event type", ["type"])
 # One child per event type, made once: a labels() lookup per event is measurable.

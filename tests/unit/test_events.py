@@ -8,13 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
+from streams.clock import format_time
 from streams.events import (
     MAX_MESSAGE_BYTES,
     AccountUpdated,
     Rejection,
     UserActive,
     decode,
-    format_time,
 )
 
 T = "2024-05-01T12:00:00Z"

@@ -11,13 +11,13 @@ import sys
 import orjson
 from prometheus_client import REGISTRY
 
+from streams.clock import DAY
 from streams.domain.state import AccountState
 from streams.io import metrics
 from streams.io.agents import SUMMARY_SLICE, summarize
 from streams.logs import ExpectedErrors, JsonFormatter, logging_config
 from streams.settings import ROOT
 
-DAY = 86_400.0
 NOW = 1_780_000_000.0
 
 

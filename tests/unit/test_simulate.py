@@ -14,10 +14,10 @@ import orjson
 import pytest
 
 from streams import simulate as sim
+from streams.clock import DAY
 from streams.events import EVENT_TYPES, MAX_MESSAGE_BYTES, decode
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
-DAY = 86_400.0
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from scenario import (
     usage,
 )
 
-from streams.domain.state import HISTORY_DAYS, AccountState, day_of, month_of
+from streams.clock import day_of, month_of
+from streams.domain.state import HISTORY_DAYS, AccountState
 from streams.events import Event
 
 DAY0 = day_of(BASE.timestamp())
