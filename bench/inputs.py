@@ -26,7 +26,8 @@ from bench.infra import BenchError, say
 from streams.clock import format_ms
 from streams.events import encode_batch
 from streams.io.topics import ensure_topics, partition_for
-from streams.simulate import Simulation, messages
+from streams.simulate.wire import messages
+from streams.simulate.world import Simulation
 
 BATCH_SIZE = 100
 SIM_START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -146,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo(rest)
     if command == "simulate":
-        from streams.simulate import main as simulate
+        from streams.simulate.cli import main as simulate
 
         return simulate(rest)
     if command == "backtest":
-        from streams.backtest import main as backtest
+        from streams.backtest.cli import main as backtest
 
         return backtest(rest)
     if command == "broker":

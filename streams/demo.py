@@ -25,7 +25,8 @@ from streams.embedded import EmbeddedBroker, free_port
 from streams.io.ledger import redacted
 from streams.io.topics import ensure_topics
 from streams.settings import ROOT, Settings
-from streams.simulate import malformed, simulate
+from streams.simulate.wire import malformed
+from streams.simulate.world import simulate
 
 TOPICS = {
     "TOPIC_EVENTS": "demo-product-events",

@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 
-from streams import simulate
-from streams.backtest import replay
+from streams.backtest.replay import replay
 from streams.io.topics import partition_for
 from streams.rules import load
 from streams.settings import ROOT
+from streams.simulate import cli as simulate
 
 RULES_FILE = ROOT / "config" / "rules.yaml"  # what the worker reads when RULES_FILE is unset
 

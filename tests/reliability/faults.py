@@ -27,11 +27,11 @@ import pytest
 import redis
 from harness import committed, end_offsets
 
-from streams import simulate
-from streams.backtest import replay
+from streams.backtest.replay import replay
 from streams.io.topics import partition_for
 from streams.rules import load
 from streams.settings import ROOT
+from streams.simulate import cli as simulate
 
 RULES_FILE = ROOT / "config" / "rules.yaml"  # what the worker reads when RULES_FILE is unset
 START = "2026-01-05"  # a fixed first day: the same seed always gives the same events

@@ -11,10 +11,19 @@ import pytest
 import yaml
 from scenario import RULES_FILE, SHIPPED_RULES, account, active, at, champion, seat
 
-from streams import backtest
-from streams import simulate as sim
-from streams.backtest import DecisionRecord, Expansion, Replay, Run, measure, replay
-from streams.rules import TRIGGERS
+from streams.backtest import cli
+from streams.backtest.measure import hints, measure
+from streams.backtest.replay import (
+    DecisionRecord,
+    Expansion,
+    Replay,
+    Run,
+    Skipped,
+    load_outcomes,
+    replay,
+)
+from streams.rules import TRIGGERS, load
+from streams.simulate import cli as simulate
 
 
 def day(text: str) -> int:
@@ -62,7 +71,7 @@ def test_malformed_lines_are_reported_with_their_line_number_and_skipped(tmp_pat
         {**line(seat(2, "u5"), "s5"), "type": "page_viewed"},
         line(seat(3, "u6"), "s6"),
     )
-    seen: list[backtest.Skipped] = []
+    seen: list[Skipped] = []
     result = replay(events, [("shipped", SHIPPED_RULES)], on_skip=seen.append)
 
     assert [(s.line, s.index, s.reason) for s in seen] == [
@@ -133,7 +142,7 @@ def test_each_rules_file_gets_its_own_run_and_a_higher_threshold_fires_less(
         line(active(15.5, "u1"), "d15"),
         line(account(30), "z1", account_id="zeta"),  # the data runs to 2024-05-31
     )
-    tuned = backtest.load(tuned_rules(tmp_path, [0.95, 1.0]))
+    tuned = load(tuned_rules(tmp_path, [0.95, 1.0]))
     result = replay(events, [("shipped", SHIPPED_RULES), ("tuned", tuned)])
     shipped, raised = result.runs
     assert [(s["trigger"], s["level"]) for s in shipped.signals] == [("seat_saturation", 0.9)]
@@ -281,7 +290,7 @@ def test_without_outcomes_coverage_and_false_positives_are_unknown() -> None:
 
 def test_hints_name_each_part_of_the_bar_a_trigger_misses() -> None:
     def hinted(coverage: float | None, fpr: float | None, rate: float | None) -> list[str]:
-        return backtest.hints({"coverage": coverage, "false_positive_rate": fpr, "fire_rate": rate})
+        return hints({"coverage": coverage, "false_positive_rate": fpr, "fire_rate": rate})
 
     assert hinted(0.4, 0.49, 0.05) == []
     assert hinted(0.39, 0.5, 0.151) == ["cover<40%", "FPR>=50%", "fires>15%"]
@@ -310,8 +319,8 @@ def test_outcomes_file_lines_that_do_not_parse_are_reported(tmp_path: Path) -> N
         {"account_id": "c", "kind": "tier_upgrade", "date": "2026-02-10T23:30:00-02:00"},
         {"kind": "seat_purchase", "date": "2026-02-09"},
     )
-    seen: list[backtest.Skipped] = []
-    expansions = backtest.load_outcomes(path, seen.append)
+    seen: list[Skipped] = []
+    expansions = load_outcomes(path, seen.append)
     assert expansions == [
         Expansion("a", "seat_purchase", day("2026-02-09")),
         Expansion("c", "tier_upgrade", day("2026-02-11")),
@@ -328,7 +337,7 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("simulated")
     events, outcomes = folder / "events.jsonl", folder / "outcomes.jsonl"
     argv = ["--accounts", "60", "--days", "120", "--seed", "5", "--start", "2026-01-05"]
-    assert sim.main([*argv, "--out", str(events), "--outcomes", str(outcomes)]) == 0
+    assert simulate.main([*argv, "--out", str(events), "--outcomes", str(outcomes)]) == 0
     return events, outcomes
 
 
@@ -336,7 +345,7 @@ def test_cli_prints_a_table_per_trigger_and_per_route(
     simulated: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     events, outcomes = simulated
-    assert backtest.main([str(events), "--outcomes", str(outcomes)]) == 0
+    assert cli.main([str(events), "--outcomes", str(outcomes)]) == 0
     out, err = capsys.readouterr()
     assert "== per trigger (window 90 days)" in out
     assert "== per route" in out
@@ -356,7 +365,7 @@ def test_cli_json_compares_rules_files_side_by_side(
     events, outcomes = simulated
     tuned = tuned_rules(tmp_path, [0.95, 1.0])
     argv = [str(events), "--outcomes", str(outcomes), "--json", "--rules", str(RULES_FILE)]
-    assert backtest.main([*argv, str(tuned)]) == 0
+    assert cli.main([*argv, str(tuned)]) == 0
     results = orjson.loads(capsys.readouterr().out)
     assert [run["label"] for run in results["runs"]] == [str(RULES_FILE), str(tuned)]
     assert results["events"] == len(events.read_bytes().splitlines())
@@ -373,7 +382,7 @@ def test_cli_writes_a_self_contained_html_report(
 ) -> None:
     events, outcomes = simulated
     report = tmp_path / "report.html"
-    assert backtest.main([str(events), "--outcomes", str(outcomes), "--html", str(report)]) == 0
+    assert cli.main([str(events), "--outcomes", str(outcomes), "--html", str(report)]) == 0
     html = report.read_text()
     assert html.startswith("<!doctype html>")
     assert html.count("<svg") == 2 * (len(TRIGGERS) + 1)  # fire rate and lead time, per trigger
@@ -389,9 +398,9 @@ def test_cli_names_a_bad_rules_file_or_a_missing_input(
     events, _ = simulated
     bad = tmp_path / "bad.yaml"
     bad.write_text("defaults: {gates: {min_health_score: 150}}\n")
-    assert backtest.main([str(events), "--rules", str(bad)]) == 2
+    assert cli.main([str(events), "--rules", str(bad)]) == 2
     assert "defaults.gates.min_health_score" in capsys.readouterr().err
-    assert backtest.main([str(tmp_path / "missing.jsonl")]) == 2
+    assert cli.main([str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
 
 
@@ -404,7 +413,7 @@ def test_cli_reports_skipped_lines_on_stderr_and_carries_on(
         b'{"event_id": "x", "type": "user_active"',
         line(champion(1), "c1"),
     )
-    assert backtest.main([str(events), "--json"]) == 0
+    assert cli.main([str(events), "--json"]) == 0
     captured = capsys.readouterr()
     assert f"skipped {events}:2: not_json:" in captured.err
     results = orjson.loads(captured.out)

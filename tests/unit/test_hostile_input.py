@@ -26,7 +26,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scenario import SHIPPED_RULES
 
-from streams import backtest
+from streams.backtest.measure import measure
+from streams.backtest.replay import Skipped, load_outcomes, replay
+from streams.backtest.text import render_text
 from streams.domain.decide import Detector, Outcome
 from streams.domain.state import AccountState
 from streams.events import (
@@ -1406,13 +1408,13 @@ def test_the_backtest_reads_any_file_to_the_end_and_names_each_bad_line(
         path.write_bytes(content)
         outcomes_path = Path(tmp) / "outcomes.jsonl"
         outcomes_path.write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in outcome_lines))
-        skipped: list[backtest.Skipped] = []
+        skipped: list[Skipped] = []
 
-        result = backtest.replay(path, [("shipped", SHIPPED_RULES)], skipped.append)
-        bad_outcomes: list[backtest.Skipped] = []
-        expansions = backtest.load_outcomes(outcomes_path, bad_outcomes.append)
-        figures = backtest.measure(result, expansions)
-        text = backtest.render_text(figures)
+        result = replay(path, [("shipped", SHIPPED_RULES)], skipped.append)
+        bad_outcomes: list[Skipped] = []
+        expansions = load_outcomes(outcomes_path, bad_outcomes.append)
+        figures = measure(result, expansions)
+        text = render_text(figures)
 
     assert [(s.line, s.index, s.reason) for s in skipped] == expected
     assert all(s.reason in REASONS and s.detail for s in skipped)

@@ -10,7 +10,7 @@ from streams.domain.state import AccountState
 from streams.events import decode
 from streams.rules import TRIGGERS, load
 from streams.settings import ROOT
-from streams.simulate import simulate
+from streams.simulate.world import simulate
 
 
 def simulated_signals() -> list[dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import random
 import time
 from collections import Counter, defaultdict
@@ -13,16 +12,16 @@ from typing import Any
 import orjson
 import pytest
 
-from streams import simulate as sim
 from streams.clock import DAY
 from streams.events import EVENT_TYPES, MAX_MESSAGE_BYTES, decode
+from streams.simulate import cli, wire, world
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
-def run() -> tuple[sim.Simulation, list[dict[str, Any]]]:
-    simulation = sim.Simulation(accounts=80, days=80, seed=11, start=START)
+def run() -> tuple[world.Simulation, list[dict[str, Any]]]:
+    simulation = world.Simulation(accounts=80, days=80, seed=11, start=START)
     return simulation, list(simulation.events())
 
 
@@ -141,16 +140,16 @@ def _conditions(events: list[dict[str, Any]]) -> set[str]:
 
 
 def test_same_seed_same_events_and_other_seed_differs() -> None:
-    first = list(sim.simulate(accounts=12, days=20, seed=3, start=START))
-    again = list(sim.simulate(accounts=12, days=20, seed=3, start=START))
-    other = list(sim.simulate(accounts=12, days=20, seed=4, start=START))
+    first = list(world.simulate(accounts=12, days=20, seed=3, start=START))
+    again = list(world.simulate(accounts=12, days=20, seed=3, start=START))
+    other = list(world.simulate(accounts=12, days=20, seed=4, start=START))
     assert first == again
     assert first != other
     assert {e["event_id"] for e in first}.isdisjoint(e["event_id"] for e in other)
 
 
 def test_events_can_be_regenerated_with_the_same_outcomes() -> None:
-    simulation = sim.Simulation(accounts=30, days=60, seed=5, start=START)
+    simulation = world.Simulation(accounts=30, days=60, seed=5, start=START)
     events = list(simulation.events())
     outcomes = list(simulation.outcomes)
     assert list(simulation.events()) == events
@@ -159,14 +158,14 @@ def test_events_can_be_regenerated_with_the_same_outcomes() -> None:
 
 def test_default_start_ends_the_run_about_now() -> None:
     before = datetime.now(UTC).date()
-    events = list(sim.simulate(accounts=3, days=4))
+    events = list(world.simulate(accounts=3, days=4))
     after = datetime.now(UTC).date()
     first = datetime.fromisoformat(events[0]["timestamp"])
     assert first.date() in {before - timedelta(4), after - timedelta(4)}
     assert datetime.fromisoformat(events[-1]["timestamp"]) < datetime.now(UTC)
 
 
-def test_timestamps_never_go_back(run: tuple[sim.Simulation, list[dict[str, Any]]]) -> None:
+def test_timestamps_never_go_back(run: tuple[world.Simulation, list[dict[str, Any]]]) -> None:
     _, events = run
     seconds = [_seconds(e) for e in events]
     assert all(a <= b for a, b in zip(seconds, seconds[1:], strict=False))
@@ -175,7 +174,7 @@ def test_timestamps_never_go_back(run: tuple[sim.Simulation, list[dict[str, Any]
     assert all(e["timestamp"].endswith("Z") and len(e["timestamp"]) == 24 for e in events)
 
 
-def test_every_event_passes_the_decoder(run: tuple[sim.Simulation, list[dict[str, Any]]]) -> None:
+def test_every_event_passes_the_decoder(run: tuple[world.Simulation, list[dict[str, Any]]]) -> None:
     _, events = run
     for event in events:
         decoded = decode(orjson.dumps(event))
@@ -183,17 +182,17 @@ def test_every_event_passes_the_decoder(run: tuple[sim.Simulation, list[dict[str
         assert len(decoded.events) == 1
 
 
-def test_every_event_type_appears(run: tuple[sim.Simulation, list[dict[str, Any]]]) -> None:
+def test_every_event_type_appears(run: tuple[world.Simulation, list[dict[str, Any]]]) -> None:
     _, events = run
     assert set(Counter(e["type"] for e in events)) == set(EVENT_TYPES)
     kinds = {e["properties"]["kind"] for e in events if e["type"] == "external_signal"}
-    big = sim.Simulation(accounts=300, days=90, seed=7, start=START)
+    big = world.Simulation(accounts=300, days=90, seed=7, start=START)
     kinds |= {e["properties"]["kind"] for e in big.events() if e["type"] == "external_signal"}
-    assert kinds == set(sim.EXTERNAL_KINDS)
+    assert kinds == set(world.EXTERNAL_KINDS)
 
 
 def test_each_account_opens_with_a_full_account_update(
-    run: tuple[sim.Simulation, list[dict[str, Any]]],
+    run: tuple[world.Simulation, list[dict[str, Any]]],
 ) -> None:
     simulation, events = run
     grouped = _by_account(events)
@@ -212,7 +211,7 @@ def test_each_account_opens_with_a_full_account_update(
             "activated_at",
             "health_score",
         }
-        low, high = sim.SEGMENTS[props["segment"]].mrr
+        low, high = world.SEGMENTS[props["segment"]].mrr
         assert low <= props["mrr"] <= high
         segments[props["segment"]] += 1
     assert segments["smb"] > segments["mid_market"] > segments["enterprise"] > 0
@@ -222,7 +221,7 @@ def test_each_account_opens_with_a_full_account_update(
     assert any(p.health_score is None for p in simulation.accounts)
 
 
-def test_duplicates_are_exact_retries(run: tuple[sim.Simulation, list[dict[str, Any]]]) -> None:
+def test_duplicates_are_exact_retries(run: tuple[world.Simulation, list[dict[str, Any]]]) -> None:
     _, events = run
     first: dict[str, dict[str, Any]] = {}
     duplicates = 0
@@ -248,7 +247,7 @@ def test_duplicates_are_exact_retries(run: tuple[sim.Simulation, list[dict[str, 
     ],
 )
 def test_archetype_shows_its_trigger(
-    run: tuple[sim.Simulation, list[dict[str, Any]]], archetype: str, condition: str
+    run: tuple[world.Simulation, list[dict[str, Any]]], archetype: str, condition: str
 ) -> None:
     simulation, events = run
     grouped = _by_account(events)
@@ -259,7 +258,7 @@ def test_archetype_shows_its_trigger(
 
 
 def test_steady_accounts_stay_mostly_quiet(
-    run: tuple[sim.Simulation, list[dict[str, Any]]],
+    run: tuple[world.Simulation, list[dict[str, Any]]],
 ) -> None:
     simulation, events = run
     grouped = _by_account(events)
@@ -277,7 +276,7 @@ def test_steady_accounts_stay_mostly_quiet(
     assert len(loud) <= 0.1 * len(steady), loud
 
 
-def test_churning_accounts_lose_health(run: tuple[sim.Simulation, list[dict[str, Any]]]) -> None:
+def test_churning_accounts_lose_health(run: tuple[world.Simulation, list[dict[str, Any]]]) -> None:
     simulation, events = run
     grouped = _by_account(events)
     churning = [
@@ -288,7 +287,7 @@ def test_churning_accounts_lose_health(run: tuple[sim.Simulation, list[dict[str,
 
 
 def test_outcomes_belong_to_simulated_accounts(
-    run: tuple[sim.Simulation, list[dict[str, Any]]],
+    run: tuple[world.Simulation, list[dict[str, Any]]],
 ) -> None:
     simulation, _ = run
     ids = {p.account_id for p in simulation.accounts}
@@ -296,7 +295,7 @@ def test_outcomes_belong_to_simulated_accounts(
     for outcome in simulation.outcomes:
         assert set(outcome) == {"account_id", "kind", "date"}
         assert outcome["account_id"] in ids
-        assert outcome["kind"] in sim.OUTCOME_KINDS
+        assert outcome["kind"] in world.OUTCOME_KINDS
         assert START.date() <= date.fromisoformat(outcome["date"]) < START.date() + timedelta(80)
     expanding = {p.account_id for p in simulation.accounts if p.archetypes[0] != "steady"}
     caused = [o for o in simulation.outcomes if o["account_id"] in expanding]
@@ -304,10 +303,10 @@ def test_outcomes_belong_to_simulated_accounts(
 
 
 def test_volume_of_the_default_run_is_modest() -> None:
-    simulation = sim.Simulation(accounts=300, days=90, seed=7, start=START)
+    simulation = world.Simulation(accounts=300, days=90, seed=7, start=START)
     count = sum(1 for _ in simulation.events())
     assert 50_000 <= count <= 150_000
-    assert {o["kind"] for o in simulation.outcomes} == set(sim.OUTCOME_KINDS)
+    assert {o["kind"] for o in simulation.outcomes} == set(world.OUTCOME_KINDS)
 
 
 @pytest.mark.parametrize(
@@ -321,9 +320,9 @@ def test_volume_of_the_default_run_is_modest() -> None:
 )
 def test_malformed_messages_are_rejected_with_their_reason(kind: str, reason: str) -> None:
     rng = random.Random(1)
-    base = next(sim.simulate(accounts=1, days=1, seed=1, start=START))
+    base = next(world.simulate(accounts=1, days=1, seed=1, start=START))
     for _ in range(20):
-        raw = sim.malformed(rng, base, kind)
+        raw = wire.malformed(rng, base, kind)
         assert b"\n" not in raw
         assert base["event_id"].encode() not in raw  # never mistaken for a retry of `base`
         decoded = decode(raw)
@@ -332,10 +331,10 @@ def test_malformed_messages_are_rejected_with_their_reason(kind: str, reason: st
 
 
 def test_messages_mix_in_bad_lines_only_when_asked() -> None:
-    events = list(sim.simulate(accounts=5, days=10, seed=2, start=START))
-    clean = list(sim.messages(events))
+    events = list(world.simulate(accounts=5, days=10, seed=2, start=START))
+    clean = list(wire.messages(events))
     assert [orjson.loads(raw) for _, raw in clean] == events
-    mixed = list(sim.messages(events, bad_fraction=0.2, seed=2))
+    mixed = list(wire.messages(events, bad_fraction=0.2, seed=2))
     rejected = sum(1 for _, raw in mixed if decode(raw).rejections)
     assert len(mixed) - len(events) == rejected > 0
     assert all(key.startswith("acct-") for key, _ in mixed)
@@ -344,11 +343,11 @@ def test_messages_mix_in_bad_lines_only_when_asked() -> None:
 def test_cli_writes_events_and_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, outcomes = tmp_path / "events.jsonl", tmp_path / "outcomes.jsonl"
     argv = ["--accounts", "40", "--days", "45", "--seed", "9", "--start", "2026-02-01"]
-    code = sim.main([*argv, "--out", str(out), "--outcomes", str(outcomes)])
+    code = cli.main([*argv, "--out", str(out), "--outcomes", str(outcomes)])
     assert code == 0
     written = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     start = datetime(2026, 2, 1, tzinfo=UTC)
-    simulation = sim.Simulation(accounts=40, days=45, seed=9, start=start)
+    simulation = world.Simulation(accounts=40, days=45, seed=9, start=start)
     assert written == list(simulation.events())
     assert [
         orjson.loads(line) for line in outcomes.read_bytes().splitlines()
@@ -367,8 +366,8 @@ def _decoded_lines(raw: bytes) -> list[list[dict[str, Any]]]:
 
 
 def test_batches_hold_up_to_n_events_of_one_account_in_their_order() -> None:
-    events = list(sim.simulate(accounts=12, days=6, seed=8, start=START))
-    batches = list(sim.batches(events, 5))
+    events = list(world.simulate(accounts=12, days=6, seed=8, start=START))
+    batches = list(wire.batches(events, 5))
     assert sum(count for _, _, count in batches) == len(events)
     per_account: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for key, raw, count in batches:
@@ -401,16 +400,16 @@ def test_a_batch_is_closed_before_it_reaches_the_message_limit() -> None:
         }
         for n in range(6_000)
     ]
-    batches = list(sim.batches(events, 10_000))
+    batches = list(wire.batches(events, 10_000))
     assert len(batches) == 3  # 6,000 events of 390 bytes
-    assert all(len(raw) <= sim.BATCH_BYTES < MAX_MESSAGE_BYTES for _, raw, _ in batches)
+    assert all(len(raw) <= wire.BATCH_BYTES < MAX_MESSAGE_BYTES for _, raw, _ in batches)
     assert all(decode(raw).rejections == [] for _, raw, _ in batches)
     assert [e for _, raw, _ in batches for e in decode(raw).sources] == events
 
 
 def test_batches_mix_in_malformed_messages_on_lines_of_their_own() -> None:
-    events = list(sim.simulate(accounts=5, days=10, seed=2, start=START))
-    mixed = list(sim.batches(events, 20, bad_fraction=0.05, seed=2))
+    events = list(world.simulate(accounts=5, days=10, seed=2, start=START))
+    mixed = list(wire.batches(events, 20, bad_fraction=0.05, seed=2))
     bad = [raw for _, raw, _ in mixed if decode(raw).rejections]
     assert bad and all(decode(raw).events == [] for raw in bad)
     good = [e for _, raw, _ in mixed if not decode(raw).rejections for e in decode(raw).sources]
@@ -420,10 +419,12 @@ def test_batches_mix_in_malformed_messages_on_lines_of_their_own() -> None:
 def test_cli_writes_batches(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "events.jsonl"
     argv = ["--accounts", "15", "--days", "8", "--seed", "9", "--start", "2026-02-01"]
-    assert sim.main([*argv, "--batch", "10", "--out", str(out)]) == 0
+    assert cli.main([*argv, "--batch", "10", "--out", str(out)]) == 0
     lines = _decoded_lines(out.read_bytes())
     assert max(len(batch) for batch in lines) == 10
-    events = list(sim.simulate(accounts=15, days=8, seed=9, start=datetime(2026, 2, 1, tzinfo=UTC)))
+    events = list(
+        world.simulate(accounts=15, days=8, seed=9, start=datetime(2026, 2, 1, tzinfo=UTC))
+    )
     assert _by_account_in_order([e for batch in lines for e in batch]) == _by_account_in_order(
         events
     )
@@ -434,7 +435,7 @@ def test_cli_paces_output_to_the_rate(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     argv = ["--accounts", "2", "--days", "3", "--seed", "1", "--start", "2026-02-01"]
     started = time.monotonic()
-    assert sim.main([*argv, "--rate", "400", "--out", str(out)]) == 0
+    assert cli.main([*argv, "--rate", "400", "--out", str(out)]) == 0
     elapsed = time.monotonic() - started
     count = len(out.read_bytes().splitlines())
     assert count > 80
@@ -442,50 +443,20 @@ def test_cli_paces_output_to_the_rate(tmp_path: Path) -> None:
 
 
 def test_pacer_holds_to_its_rate_and_zero_means_no_limit() -> None:
-    pacer = sim.Pacer(100)
+    pacer = wire.Pacer(100)
     assert 0.4 < pacer.delay(50) <= 0.5
     assert 0.9 < pacer.delay(50) <= 1.0
     assert (pacer.sent, pacer.messages) == (100, 2)
-    assert sim.Pacer(0).delay(10**6) == 0.0
-
-
-class _Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_off_a_terminal_prints_a_line_per_ten_percent() -> None:
-    stream = io.StringIO()
-    bar = sim.Progress("job", 40, stream)
-    for done in range(41):
-        bar.update(done, f"{done} done")
-    bar.close()
-    lines = stream.getvalue().splitlines()
-    assert lines[0] == "job:   0% 0 done"
-    assert lines[-1] == "job: 100% 40 done"
-    assert len(lines) == 11
-
-
-def test_progress_on_a_terminal_redraws_one_line() -> None:
-    stream = _Terminal()
-    bar = sim.Progress("job", 10, stream, interval=0)
-    bar.update(5, "half")
-    bar.message("a note")
-    bar.update(10, "all")
-    bar.close()
-    text = stream.getvalue()
-    assert text.startswith("\rjob: [##########..........]  50% half")
-    assert "\ra note" in text
-    assert text.endswith("\rjob: [####################] 100% all\n")
+    assert wire.Pacer(0).delay(10**6) == 0.0
 
 
 def test_cli_needs_somewhere_to_write(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as nowhere:
-        sim.main(["--accounts", "1", "--days", "1"])
+        cli.main(["--accounts", "1", "--days", "1"])
     assert nowhere.value.code == 2
     monkeypatch.delenv("KAFKA_BOOTSTRAP", raising=False)
     with pytest.raises(SystemExit) as no_broker:
-        sim.main(["--accounts", "1", "--days", "1", "--kafka"])
+        cli.main(["--accounts", "1", "--days", "1", "--kafka"])
     assert no_broker.value.code == 2
     with pytest.raises(SystemExit):
-        sim.main(["--accounts", "1", "--days", "1", "--out", "-", "--batch", "0"])
+        cli.main(["--accounts", "1", "--days", "1", "--out", "-", "--batch", "0"])

@@ -364,7 +364,7 @@ def test_cached_window_queries_give_the_same_outcomes_as_a_state_restored_every_
     from streams.events import validate_event
     from streams.rules import load
     from streams.settings import Settings
-    from streams.simulate import Simulation
+    from streams.simulate.world import Simulation
 
     detector = Detector(load(Settings().rules_file))
     simulation = Simulation(60, 75, seed=11, start=datetime(2026, 1, 1, tzinfo=UTC))

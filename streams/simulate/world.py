@@ -1,38 +1,21 @@
-"""Seeded simulation of a B2B SaaS customer base: contract events plus the expansions they lead to.
-
-Each account gets a profile (segment, plan, seats, limits, health, activation) and one or two
-behaviour archetypes. Most accounts are `steady` and should stay quiet; every other archetype
-is shaped so one contract trigger fires for it, and it converts (a seat purchase, tier upgrade
-or capacity upgrade) with some probability, which is recorded as ground truth in
-`Simulation.outcomes`. Accounts never share a random stream, so an account's events depend
-only on the seed and its position, and the same seed always yields the same events.
-"""
+"""A seeded simulated B2B SaaS customer base: contract events and the expansions they lead to."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import copy
 import math
 import random
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any, BinaryIO, TextIO
+from typing import Any
 
-import orjson
-from aiokafka.errors import KafkaError
+from streams.clock import DAY, HOUR, format_ms
 
-from streams.clock import format_ms
-from streams.events import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES
-from streams.io.topics import BrokerUnavailable, TopicCreationError
-
-DAY_MS = 86_400_000
-HOUR_MS = 3_600_000
+DAY_MS = round(DAY * 1000)
+HOUR_MS = round(HOUR * 1000)
 
 SEGMENT_MIX = {"smb": 0.6, "mid_market": 0.3, "enterprise": 0.1}
 
@@ -98,9 +81,6 @@ DEPARTMENTS = (
     "legal",
 )
 EXTERNAL_KINDS = ("champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth")
-MALFORMED_KINDS = ("not_json", "schema", "unknown_type", "timestamp")
-# A batch envelope is closed before it reaches this size, well under the 1 MiB message limit.
-BATCH_BYTES = 900_000
 
 
 @dataclass(frozen=True)
@@ -841,6 +821,13 @@ class _Account:
 class Simulation:
     """One seeded run: `events()` yields the events, `outcomes` fills in as they are generated.
 
+    Each account gets a profile (segment, plan, seats, limits, health, activation) and one or
+    two behaviour archetypes. Most accounts are `steady` and should stay quiet; every other
+    archetype is shaped so one contract trigger fires for it, and it converts (a seat purchase,
+    tier upgrade or capacity upgrade) with some probability, which is recorded as ground truth
+    in `outcomes`. Accounts never share a random stream, so an account's events depend only on
+    the seed and its position, and the same seed always yields the same events.
+
     `accounts` lists every account's profile, including its archetypes (the ground truth for
     which trigger should fire). `events()` may be called again; it regenerates the identical
     stream and refills `outcomes`.
@@ -924,389 +911,3 @@ def outcomes(
     for _ in simulation.events():
         pass
     return simulation.outcomes
-
-
-def malformed(
-    rng: random.Random, base: dict[str, Any] | None = None, kind: str | None = None
-) -> bytes:
-    """Return one bad message of `kind` (default: random) for the DLQ, built from `base`.
-
-    Kinds match the DLQ reasons: not_json, schema (a required field missing or wrong),
-    unknown_type, timestamp. The bytes never contain a newline, so they fit in a JSONL file.
-    """
-    kind = kind or rng.choice(MALFORMED_KINDS)
-    if kind not in MALFORMED_KINDS:
-        raise ValueError(f"unknown malformed kind: {kind}")
-    fresh_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    if base is None:
-        event: dict[str, Any] = {
-            "event_id": fresh_id,
-            "type": "user_active",
-            "account_id": "acct-0001",
-            "user_id": "usr-0001-0001",
-            "timestamp": "2026-03-01T09:15:00.000Z",
-            "properties": {"department": "sales"},
-        }
-    else:
-        # A fresh id: a rejected message must not look like a retry of the good event it copies.
-        event = {**copy.deepcopy(base), "event_id": fresh_id}
-    if kind == "not_json":
-        text = orjson.dumps(event)
-        return rng.choice(
-            (
-                text[: rng.randint(1, len(text) - 2)],  # cut off mid-message
-                b"account_id=" + event["account_id"].encode() + b"&type=" + event["type"].encode(),
-                b"\xff\xfe" + text[:40],  # not UTF-8
-                text.replace(b'"', b"'"),
-            )
-        )
-    if kind == "schema":
-        choice = rng.randrange(4)
-        if choice == 0:
-            del event["event_id"]
-        elif choice == 1:
-            del event["account_id"]
-        elif choice == 2:
-            event["type"], event["properties"] = "usage_recorded", {"meter": "api_calls"}
-        else:
-            event["type"], event["properties"] = "feature_gate_hit", {"required_plan": "business"}
-            event.setdefault("user_id", "usr-0001-0001")
-    elif kind == "unknown_type":
-        event["type"] = rng.choice(("page_viewed", "seat_added", "UserActive", "user.active"))
-    else:
-        moment = datetime.fromisoformat(event["timestamp"])
-        event["timestamp"] = rng.choice(
-            (
-                moment.strftime("%Y-%m-%d %H:%M:%S"),  # no offset
-                moment.strftime("%m/%d/%Y %H:%M"),
-                int(moment.timestamp()),
-                "yesterday",
-            )
-        )
-    return orjson.dumps(event)
-
-
-def messages(
-    events: Iterable[dict[str, Any]], bad_fraction: float = 0.0, seed: int = 7
-) -> Iterator[tuple[str, bytes]]:
-    """Encode events as (account_id key, value bytes), mixing in a share of malformed ones."""
-    rng = random.Random(f"{seed}:malformed")
-    for event in events:
-        if bad_fraction and rng.random() < bad_fraction:
-            yield event["account_id"], malformed(rng, event)
-        yield event["account_id"], orjson.dumps(event)
-
-
-def batches(
-    events: Iterable[dict[str, Any]], size: int, bad_fraction: float = 0.0, seed: int = 7
-) -> Iterator[tuple[str, bytes, int]]:
-    """Encode events as (account_id key, batch envelope, events in it), as the contract asks.
-
-    A batch holds up to `size` events of one account, in their order, and stays under the
-    1 MiB message limit; every account's open batch is sent when the simulated day ends, so
-    no batch spans two days. Malformed messages (`bad_fraction`) go on lines of their own.
-    """
-    if not 1 <= size <= MAX_BATCH_EVENTS:
-        raise ValueError(f"batch size must be 1..{MAX_BATCH_EVENTS}, not {size}")
-    rng = random.Random(f"{seed}:malformed")
-    pending: dict[str, list[bytes]] = {}
-    sizes: dict[str, int] = {}
-
-    def envelope(account: str) -> tuple[str, bytes, int]:
-        encoded = pending.pop(account)
-        del sizes[account]
-        return account, b'{"events":[' + b",".join(encoded) + b"]}", len(encoded)
-
-    day = None
-    for event in events:
-        today = event["timestamp"][:10]
-        if today != day:
-            for account in list(pending):
-                yield envelope(account)
-            day = today
-        account = event["account_id"]
-        if bad_fraction and rng.random() < bad_fraction:
-            yield account, malformed(rng, event), 1
-        raw = orjson.dumps(event)
-        if account in pending and sizes[account] + len(raw) + 1 > BATCH_BYTES:
-            yield envelope(account)
-        pending.setdefault(account, []).append(raw)
-        sizes[account] = sizes.get(account, len(b'{"events":[]}')) + len(raw) + 1
-        if len(pending[account]) >= size:
-            yield envelope(account)
-    for account in list(pending):
-        yield envelope(account)
-
-
-class Progress:
-    """A progress line on stderr: redrawn in place on a terminal, one line per 10 % otherwise."""
-
-    def __init__(
-        self, label: str, total: int, stream: TextIO | None = None, interval: float = 0.2
-    ) -> None:
-        self.label = label
-        self.total = total
-        self.stream = stream if stream is not None else sys.stderr
-        self.tty = self.stream.isatty()
-        self.interval = interval
-        self._drawn = -interval
-        self._reported = -1  # tens of percent last reported, off a terminal
-        self._width = 0
-
-    def update(self, done: int, note: str = "") -> None:
-        """Report `done` of `total`; `note` says what that amounts to."""
-        percent = 100 if self.total <= 0 else min(100, done * 100 // self.total)
-        if self.tty:
-            now = time.monotonic()
-            if now - self._drawn < self.interval and done < self.total:
-                return
-            self._drawn = now
-            filled = percent // 5
-            text = f"{self.label}: [{'#' * filled}{'.' * (20 - filled)}] {percent:3d}% {note}"
-            self.stream.write("\r" + text.ljust(self._width))
-            self._width = len(text)
-            self.stream.flush()
-        elif percent // 10 > self._reported:
-            self._reported = percent // 10
-            print(f"{self.label}: {percent:3d}% {note}", file=self.stream)
-
-    def message(self, text: str) -> None:
-        """Print a line of its own above the progress line (which the next update redraws)."""
-        if self.tty and self._width:
-            self.stream.write("\r" + text.ljust(self._width) + "\n")
-            self._width = 0
-            self._drawn = -self.interval
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        """End the line drawn in place, so that what follows starts on a line of its own."""
-        if self.tty and self._width:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._width = 0
-
-
-class Pacer:
-    """Holds output to `rate` events per second (0: as fast as possible)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.sent = 0  # events, a malformed message counting as one
-        self.messages = 0
-        self.started = time.monotonic()
-
-    def delay(self, events: int) -> float:
-        """Count a message of `events` as sent; return how long to wait before the next."""
-        self.sent += events
-        self.messages += 1
-        if not self.rate:
-            return 0.0
-        return max(0.0, self.started + self.sent / self.rate - time.monotonic())
-
-
-def _frames(
-    events: Iterable[dict[str, Any]], batch: int, bad_fraction: float, seed: int
-) -> Iterator[tuple[str, bytes, int]]:
-    if batch > 1:
-        yield from batches(events, batch, bad_fraction, seed)
-    else:
-        for key, raw in messages(events, bad_fraction, seed):
-            yield key, raw, 1
-
-
-def _write(frames: Iterable[tuple[str, bytes, int]], out: BinaryIO, pacer: Pacer) -> None:
-    for _, raw, count in frames:
-        out.write(raw + b"\n")
-        wait = pacer.delay(count)
-        if wait > 0.01:
-            out.flush()  # whoever tails the file sees the paced stream as it comes
-            time.sleep(wait)
-
-
-async def _produce(
-    frames: Iterable[tuple[str, bytes, int]],
-    bootstrap: str,
-    topic: str,
-    out: BinaryIO | None,
-    pacer: Pacer,
-) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    from streams.io.kafka_security import aiokafka_kwargs
-    from streams.io.topics import ensure_topics
-    from streams.settings import Settings
-
-    settings = Settings()
-    security = aiokafka_kwargs(settings)  # KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*
-    # Some brokers (the embedded one among them) create an unknown topic with their own
-    # partition count; the detector's must match TOPIC_PARTITIONS.
-    await ensure_topics(
-        bootstrap,
-        [topic],
-        settings.topic_partitions,
-        wait_seconds=settings.broker_wait_seconds,
-        security=security,
-    )
-    # aiokafka's default partitioner is Kafka's murmur2: an account's events go to the
-    # partition its state lives on, as the contract asks of producers.
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        linger_ms=5,
-        max_request_size=2 * MAX_MESSAGE_BYTES,
-        **security,
-    )
-    await producer.start()
-    try:
-        pending: list[asyncio.Future[Any]] = []
-        for key, raw, count in frames:
-            pending.append(await producer.send(topic, raw, key=key.encode()))
-            if out is not None:
-                out.write(raw + b"\n")
-            if len(pending) >= 2_000:
-                await asyncio.gather(*pending)  # raises the first failed delivery
-                pending.clear()
-            wait = pacer.delay(count)
-            if wait > 0.01:
-                await asyncio.sleep(wait)
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-
-
-def _start_date(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-
-
-def main(argv: list[str]) -> int:
-    """Write a simulated run to JSONL and/or Kafka: `python -m streams simulate --out FILE`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m streams simulate",
-        description="Write a seeded simulated customer base as contract events, to a JSONL "
-        "file, to a Kafka topic, or both; and the expansions it led to.",
-    )
-    parser.add_argument("--accounts", type=int, default=300)
-    parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--start",
-        type=_start_date,
-        help="first simulated day, YYYY-MM-DD (default: DAYS days before today, UTC)",
-    )
-    parser.add_argument("--out", help="events file (JSONL); '-' for stdout")
-    parser.add_argument(
-        "--kafka",
-        nargs="?",
-        const="",
-        metavar="HOST:PORT",
-        help="send the events to Kafka, keyed by account_id (default broker: KAFKA_BOOTSTRAP)",
-    )
-    parser.add_argument("--topic", help="topic for --kafka (default: TOPIC_EVENTS)")
-    parser.add_argument(
-        "--rate",
-        type=float,
-        default=0.0,
-        metavar="EVENTS_PER_SECOND",
-        help="pace the output to this many events per second (default 0: as fast as possible)",
-    )
-    parser.add_argument(
-        "--batch",
-        type=int,
-        default=1,
-        metavar="N",
-        help="put up to N events of one account in each message, as a batch envelope "
-        "(default 1: one event per line)",
-    )
-    parser.add_argument("--outcomes", help="write the expansion outcomes here (JSONL)")
-    parser.add_argument(
-        "--bad-fraction",
-        type=float,
-        default=0.0,
-        help="share of extra malformed lines mixed in, for DLQ demos (default 0)",
-    )
-    parser.add_argument("--duplicate-fraction", type=float, default=0.005)
-    args = parser.parse_args(argv)
-    if args.accounts < 0 or args.days < 0:
-        parser.error("--accounts and --days must not be negative")
-    if args.out is None and args.kafka is None:
-        parser.error("say where the events go: --out FILE, --kafka [HOST:PORT], or both")
-    if args.rate < 0:
-        parser.error("--rate must not be negative")
-    if not 1 <= args.batch <= MAX_BATCH_EVENTS:
-        parser.error(f"--batch must be 1..{MAX_BATCH_EVENTS}")
-    bootstrap = topic = ""
-    if args.kafka is not None:
-        from streams.settings import Settings
-
-        settings = Settings()
-        bootstrap = args.kafka or settings.kafka_bootstrap or ""
-        topic = args.topic or settings.topic_events
-        if not bootstrap:
-            parser.error("--kafka needs HOST:PORT, or KAFKA_BOOTSTRAP in the environment")
-
-    simulation = Simulation(
-        args.accounts,
-        args.days,
-        args.seed,
-        args.start,
-        duplicate_fraction=args.duplicate_fraction,
-    )
-    pacer = Pacer(args.rate)
-    bar = Progress("simulate", args.days)
-
-    def progress(day: int, days: int) -> None:
-        elapsed = max(time.monotonic() - pacer.started, 1e-9)
-        bar.update(
-            day, f"day {day}/{days}, {pacer.sent:,} events, {pacer.sent / elapsed:,.0f} events/s"
-        )
-
-    frames = _frames(simulation.events(progress), args.batch, args.bad_fraction, args.seed)
-    out: BinaryIO | None = None
-    try:
-        if args.out == "-":
-            out = sys.stdout.buffer
-        elif args.out is not None:
-            out = open(args.out, "wb")  # closed below, after Kafka too
-        if args.kafka is not None:
-            asyncio.run(_produce(frames, bootstrap, topic, out, pacer))
-        else:
-            assert out is not None
-            _write(frames, out, pacer)
-    except (OSError, KafkaError, BrokerUnavailable, TopicCreationError) as error:
-        bar.close()
-        print(f"error: simulate: {error}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        bar.close()
-        return 130
-    finally:
-        if out is sys.stdout.buffer:
-            out.flush()
-        elif out is not None:
-            out.close()
-    bar.close()
-    if args.outcomes:
-        with open(args.outcomes, "wb") as file:
-            for outcome in simulation.outcomes:
-                file.write(orjson.dumps(outcome) + b"\n")
-    where = " and ".join(
-        part
-        for part in (
-            args.out and ("stdout" if args.out == "-" else args.out),
-            args.kafka is not None and f"Kafka {bootstrap} topic {topic}",
-        )
-        if part
-    )
-    print(
-        f"simulate: wrote {pacer.sent:,} events"
-        + (f" in {pacer.messages:,} messages" if args.batch > 1 else "")
-        + f" for {args.accounts} accounts over {args.days} days to {where}"
-        + (f", {len(simulation.outcomes)} outcomes to {args.outcomes}" if args.outcomes else ""),
-        file=sys.stderr,
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from streams.backtest import COVERAGE_MIN, FIRE_RATE_RANGE, FPR_MAX
+from streams.backtest.measure import COVERAGE_MIN, FIRE_RATE_RANGE, FPR_MAX
 
 COLOURS = ("#1f6fb4", "#d1495b", "#2e933c", "#8c5ec6", "#e08a00", "#4a4a4a")
 LEAD_BIN_DAYS = 7
