@@ -256,6 +256,9 @@ class Sink:
             auto_offset_reset="earliest" if config.from_beginning else "latest",
             # a receiver that is down holds a fetch for as long as it takes to come back
             max_poll_interval_ms=3_600_000,
+            rebalance_timeout_ms=int(settings.broker_rebalance_timeout * 1000),
+            session_timeout_ms=int(settings.broker_session_timeout * 1000),
+            heartbeat_interval_ms=int(min(3.0, settings.broker_session_timeout / 3) * 1000),
             **security,
         )
         self.producer = AIOKafkaProducer(
