@@ -9,9 +9,11 @@ import time
 
 import orjson
 import pytest
+import yaml
 from published import signal, with_account
 
 from streams import present
+from streams.settings import ROOT
 from streams.sink import formats
 from streams.sink.webhook import BadSettings, parse, retry_after, retryable
 
@@ -124,3 +126,12 @@ def test_retry_after_reads_seconds_and_dates():
 )
 def test_what_is_tried_again(status, again):
     assert retryable(status) is again
+
+
+def test_the_compose_sink_service_runs_once_given_a_url():
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["sink"]
+    assert service["command"][:5] == ["python", "-m", "streams", "sink", "webhook"]
+    config = parse(service["command"][4:], {**service["environment"], "SINK_URL": URL})
+    assert (config.form, config.routes, config.rate) == ("slack", {"csm", "sales"}, 1.0)
+    with pytest.raises(BadSettings, match="no receiver URL"):
+        parse(service["command"][4:], service["environment"])
