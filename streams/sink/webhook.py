@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.utils
 import logging
 import logging.config
@@ -95,6 +96,10 @@ LAG = Gauge(
     ["sink", "partition"],
     registry=REGISTRY,
 )
+
+
+class Stopped(Exception):
+    """The sink was asked to stop while it waited to post again."""
 
 
 class BadSettings(ValueError):
@@ -265,27 +270,43 @@ class Sink:
             bootstrap_servers=settings.kafka_bootstrap, acks="all", **security
         )
         self.session: aiohttp.ClientSession | None = None
+        self.stopping = asyncio.Event()
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def run(self) -> None:
+        """Handle signals until `stop()`; a post being retried then is left for the next
+        sink (its offset is not committed)."""
         timeout = aiohttp.ClientTimeout(total=self.config.timeout)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             self.session = session
             await self.producer.start()
             await self.consumer.start()
             try:
-                while not stopping.is_set():
+                while not self.stopping.is_set():
                     batches = await self.consumer.getmany(
                         timeout_ms=1000, max_records=FETCH_RECORDS
                     )
                     for tp, records in batches.items():
-                        for record in records:
-                            await self.handle(record)
-                        await self.commit(tp, records[-1].offset + 1)
+                        await self.handle_partition(tp, records)
                     await self.record_lag()
+            except Stopped:
+                log.info("sink %s stopped while a post was being retried", self.config.name)
             finally:
                 await self.consumer.stop()
                 await self.producer.stop()
                 await self.redis.aclose()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def handle_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> None:
+        """Handle a fetch of one partition in order, then commit its offsets."""
+        for record in records:
+            if tp not in self.consumer.assignment():
+                return  # revoked meanwhile: its new owner reads the rest
+            await self.handle(record)
+        await self.commit(tp, records[-1].offset + 1)
 
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         """Post one published signal if it is for this sink and not posted before."""
@@ -294,11 +315,13 @@ class Sink:
         try:
             signal: dict[str, Any] = orjson.loads(raw)
             signal_id, route = str(signal["signal_id"]), signal["route"]
-        except (orjson.JSONDecodeError, TypeError, KeyError):
+            body = formats.body(self.config.form, raw, signal, self.config.link)
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as error:
             log.warning(
-                "not a signal at partition=%s offset=%s; written to %s",
+                "not a signal at partition=%s offset=%s (%s); written to %s",
                 record.partition,
                 record.offset,
+                type(error).__name__,
                 self.config.dlq_topic,
             )
             await self.refuse(record, None, Delivery(None), "not_a_signal")
@@ -310,16 +333,8 @@ class Sink:
         if await self._redis(lambda: self.redis.exists(mark)):
             SKIPPED.labels(name, "posted").inc()
             return
-        try:
-            body = formats.body(self.config.form, raw, signal, self.config.link)
-        except (KeyError, TypeError, ValueError) as error:
-            log.warning("signal_id=%s cannot be formatted (%s)", signal_id, type(error).__name__)
-            await self.refuse(record, signal, Delivery(None), "not_a_signal")
-        else:
-            delivery = await self.post(body, signal_id)
-            if delivery.delivered:
-                await self._redis(lambda: self.redis.set(mark, "posted", ex=LEDGER_TTL_SECONDS))
-                return
+        delivery = await self.post(body, signal_id)
+        if not delivery.delivered:
             REFUSED.labels(name).inc()
             log.warning(
                 "receiver %s refused signal_id=%s with status %s; written to %s",
@@ -329,7 +344,8 @@ class Sink:
                 self.config.dlq_topic,
             )
             await self.refuse(record, signal, delivery, "refused")
-        await self._redis(lambda: self.redis.set(mark, "refused", ex=LEDGER_TTL_SECONDS))
+        outcome = "posted" if delivery.delivered else "refused"
+        await self._redis(lambda: self.redis.set(mark, outcome, ex=LEDGER_TTL_SECONDS))
 
     async def post(self, body: bytes, signal_id: str) -> Delivery:
         """Post until the receiver answers 2xx or refuses for good."""
@@ -368,7 +384,9 @@ class Sink:
                 attempt,
                 delay,
             )
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+                raise Stopped
 
     async def take_slot(self) -> None:
         """Wait for this sink's next free posting slot (shared by all its instances)."""
@@ -460,10 +478,10 @@ async def _run(config: SinkConfig, settings: Settings) -> None:
         wait_seconds=settings.broker_wait_seconds,
         security=kafka_security.aiokafka_kwargs(settings),
     )
-    stopping = asyncio.Event()
+    sink = Sink(config, settings)
     loop = asyncio.get_running_loop()
     for signum in (signals.SIGTERM, signals.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signum, sink.stop)
     runner = await serve_metrics(config.metrics_port)
     log.info(
         "sink %s: posting %s signals of routes %s from %s to %s at most %g a second; "
@@ -478,7 +496,7 @@ async def _run(config: SinkConfig, settings: Settings) -> None:
         config.metrics_port,
     )
     try:
-        await Sink(config, settings).run(stopping)
+        await sink.run()
     finally:
         await runner.cleanup()
 

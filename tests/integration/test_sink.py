@@ -332,3 +332,13 @@ def test_bad_settings_stop_the_sink_with_one_line(args, line):
         timeout=60,
     )
     assert (done.returncode, done.stderr.decode().splitlines(), done.stdout) == (2, [line], b"")
+
+
+def test_sigterm_stops_a_sink_that_is_retrying(setup):
+    setup.receiver.answers = [(503, {}, "down")] * 100
+    setup.publish(signal("acct-1", "csm"))
+    sink = setup.start("--rate", "50")
+    setup.receiver.wait_for(2, log=sink.log)
+    sink.process.terminate()
+    assert sink.process.wait(20) == 0
+    assert "stopped while a post was being retried" in sink.log.read_text()
