@@ -8,6 +8,7 @@ import contextlib
 import email.utils
 import logging
 import logging.config
+import math
 import os
 import signal as signals
 import time
@@ -49,7 +50,7 @@ ROUTES: tuple[str, ...] = get_args(Route)
 BODY_EXCERPT = 512  # characters of a refusing receiver's answer kept in the DLQ record
 RETRY_AFTER_MAX = 600.0  # seconds: a longer Retry-After is waited for this long, then retried
 FETCH_RECORDS = 50  # signals read per fetch; their offsets are committed after they are done
-# The same Retry-After/backoff rules for the sink's own dependencies (Redis, the DLQ topic).
+# Failures of the sink's own dependencies (Redis, the DLQ topic), waited out with backoff.
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, KafkaError, OSError)
 # Several instances of one sink share its slots: each post takes the next free one, so
 # the receiver sees at most `rate` posts a second from the sink as a whole.
@@ -73,7 +74,7 @@ RETRIES = Counter(
 )
 REFUSED = Counter(
     "expansion_sink_refused_total",
-    "Signals the receiver refused for good (a 4xx other than 408 and 429), written to the DLQ",
+    "Signals the receiver refused for good (a 3xx, or a 4xx but 408 and 429), written to the DLQ",
     ["sink"],
     registry=REGISTRY,
 )
@@ -177,7 +178,9 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> SinkConfig:
         raise BadSettings("the receiver URL must be an http:// or https:// URL")
     routes = frozenset(route.strip() for route in args.routes.split(",") if route.strip())
     unknown = sorted(routes - set(ROUTES))
-    if unknown or not routes:
+    if not routes:
+        raise BadSettings("no route in --routes; the routes are " + ", ".join(ROUTES))
+    if unknown:
         raise BadSettings(
             f"bad route name {', '.join(map(repr, unknown))} in --routes; the routes are "
             + ", ".join(ROUTES)
@@ -196,7 +199,7 @@ def parse(argv: list[str], environ: dict[str, str] | None = None) -> SinkConfig:
                 "--link may name only " + ", ".join(f"{{{f}}}" for f in formats.LINK_FIELDS)
             ) from None
     rate = args.rate if args.rate is not None else 1.0 if args.form == "slack" else 20.0
-    if rate <= 0 or args.timeout <= 0:
+    if not (rate > 0 and args.timeout > 0):  # NaN too
         raise BadSettings("--rate and --timeout must be more than 0")
     name = args.name or args.form
     return SinkConfig(
@@ -227,6 +230,8 @@ def retry_after(value: str | None) -> float | None:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             return None
+    if math.isnan(seconds):
+        return None
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 

@@ -65,6 +65,11 @@ def test_slack_posts_one_a_second_and_the_url_may_come_from_the_environment():
             "--link may name only {account_id}, {signal_id}, {trigger}, {route}, {segment}",
         ),
         (["webhook", "--url", URL, "--rate", "0"], {}, "--rate and --timeout must be more than 0"),
+        (
+            ["webhook", "--url", URL, "--routes", ","],
+            {},
+            "no route in --routes; the routes are in_app, csm, sales",
+        ),
         (["slack"], {}, "argument kind: invalid choice: 'slack' (choose from 'webhook')"),
     ],
 )
@@ -115,7 +120,8 @@ def test_the_slack_message_shows_the_account_of_a_v2_signal():
 def test_retry_after_reads_seconds_and_dates():
     assert retry_after("3") == 3.0
     assert retry_after(None) is None and retry_after("soon") is None
-    assert retry_after("100000") == 600.0
+    assert retry_after("100000") == 600.0 and retry_after("-5") == 0.0
+    assert retry_after("nan") is None
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= (retry_after(later) or 0) <= 31
 
