@@ -20,10 +20,12 @@ import orjson
 import pytest
 import redis
 from aiohttp import web
+from builders import healthy_account, seats
 from harness import KafkaIO, committed
 from published import signal
 
 from streams import present
+from streams.client import EventProducer, Report
 from streams.embedded import free_port
 from streams.settings import ROOT
 
@@ -342,3 +344,20 @@ def test_sigterm_stops_a_sink_that_is_retrying(setup):
     sink.process.terminate()
     assert sink.process.wait(20) == 0
     assert "stopped while a post was being retried" in sink.log.read_text()
+
+
+def test_from_the_client_through_the_worker_to_the_receiver(setup, worker_factory):
+    worker = worker_factory()
+    account = "acct-e2e"
+
+    async def produce() -> Report:
+        async with EventProducer(setup.kafka.bootstrap, worker.env["TOPIC_EVENTS"]) as producer:
+            return await producer.send([healthy_account(account), *seats(account, 10)])
+
+    assert asyncio.run(produce()).rejections == []
+    setup.env["TOPIC_SIGNALS"] = worker.env["TOPIC_SIGNALS"]
+    sink = setup.start("--format", "json")
+    (post,) = setup.receiver.wait_for(1, log=sink.log)
+    (published,) = setup.kafka.consume(setup.topic, until=lambda found: len(found) >= 1)
+    assert post.body == published["value"]
+    assert orjson.loads(post.body)["trigger"] == "seat_saturation"
