@@ -15,7 +15,6 @@ from streams.settings import ROOT
 from streams.signals import Decision, DlqRecord, ExpansionSignal, Outcome, ScorecardRow
 
 DIRECTORY = ROOT / "schemas"
-BASE_URI = "https://expansion-signals.example.com/schemas/"
 
 EventUnion = Annotated[Event, Field(discriminator="type")]
 
@@ -46,7 +45,7 @@ def schema(name: str) -> dict[str, Any]:
     body = TypeAdapter(model).json_schema(mode="validation")
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"{BASE_URI}{name}.schema.json",
+        "$id": f"urn:expansion-signals:schema:{name}",
         **body,
         "title": title,
     }
