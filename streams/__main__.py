@@ -1,4 +1,4 @@
-"""Command line: python -m streams worker|demo|simulate|backtest|broker."""
+"""Command line: python -m streams worker|demo|simulate|backtest|broker|sink|tail|schemas."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ commands:
   backtest   replay an events file through the detector; per-trigger coverage and
              false positives against an outcomes file, rules files side by side
   broker     run the embedded Kafka-compatible broker (Tansu) in the foreground
+  sink       post signals to a webhook or Slack: sink webhook --url URL [--format slack]
+  tail       print signals as they arrive, in the demo's words [--route R] [--account A]
+  schemas    write the JSON Schemas of events, signals and records into schemas/
 """
 
 
@@ -157,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
         from streams.embedded import main as broker
 
         return broker(rest)
+    if command == "sink":
+        from streams.sink.webhook import main as sink
+
+        return sink(rest)
+    if command == "tail":
+        from streams.tail import main as tail
+
+        return tail(rest)
+    if command == "schemas":
+        from streams.schemas import main as schemas
+
+        return schemas(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic_core import PydanticCustomError
 
@@ -25,7 +26,8 @@ MAX_BATCH_EVENTS = 10_000
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
 LATEST = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
 
-REASONS = ("not_json", "schema", "unknown_type", "too_large", "timestamp")
+RejectionReason = Literal["not_json", "schema", "unknown_type", "too_large", "timestamp"]
+REASONS: tuple[str, ...] = get_args(RejectionReason)
 # Messages nested deeper than this (lists and objects; the two levels of a batch envelope
 # do not count) are rejected whole. orjson writes at most 254 levels, and what an event
 # carries travels on, a few levels deeper, in re-keyed batches, signals and the account state.
@@ -81,8 +83,14 @@ def parse_optional_timestamp(value: Any) -> float | None:
     return None if value is None else parse_timestamp(value)
 
 
-Timestamp = Annotated[float, BeforeValidator(parse_timestamp)]
-OptionalTimestamp = Annotated[float | None, BeforeValidator(parse_optional_timestamp)]
+# In JSON a time is an RFC 3339 string; the models hold it as epoch seconds.
+_TIME_SCHEMA = {"type": "string", "format": "date-time"}
+Timestamp = Annotated[float, BeforeValidator(parse_timestamp), WithJsonSchema(_TIME_SCHEMA)]
+OptionalTimestamp = Annotated[
+    float | None,
+    BeforeValidator(parse_optional_timestamp),
+    WithJsonSchema({"anyOf": [_TIME_SCHEMA, {"type": "null"}]}),
+]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Segment = Literal["smb", "mid_market", "enterprise"]

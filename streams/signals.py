@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.events import RejectionReason, Segment
+
 Route = Literal["in_app", "csm", "sales"]
 DecisionReason = Literal[
     "gated_not_activated", "gated_health", "gated_churn_risk", "cooldown", "collision"
@@ -58,3 +60,78 @@ class Decision(BaseModel):
     detected_at: str
     source_event_id: str
     signal: ExpansionSignal
+
+
+class DlqRecord(BaseModel):
+    """A rejected input and why, on the events DLQ topic (contract section 1).
+
+    The contract names reason, detail, topic, partition, offset and raw; the others say
+    where in a batch the event was and how `raw` holds the bytes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: RejectionReason
+    detail: str
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    raw: str
+    index: int | None = Field(default=None, ge=0, description="position in a batch envelope")
+    raw_encoding: Literal["utf-8", "base64"] = "utf-8"
+    raw_size: int | None = Field(default=None, ge=0, description="bytes of the rejected input")
+    raw_truncated: bool = False
+
+
+class Outcome(BaseModel):
+    """What became of a signal, on the expansion-outcomes topic (contract section 10)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal_id: str
+    account_id: str
+    trigger: str
+    route: Route
+    segment: Segment
+    stage: Literal["opportunity", "won", "lost", "rejected"]
+    via: Literal["reported", "self_serve"]
+    detected_at: str
+    outcome_at: str
+    days_to_outcome: float
+    expansion_mrr: float | None = Field(ge=0)
+    reason: str | None
+    source_event_id: str
+
+
+GateStatus = Literal["met", "unmet", "unknown"]
+
+
+class ScorecardCriteria(BaseModel):
+    """Each gate of contract section 6 for one account; `unknown` where data is missing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    activation: GateStatus
+    health: GateStatus
+    churn_risk: GateStatus
+    utilization: GateStatus
+    adoption: GateStatus
+    support: GateStatus
+    nps: GateStatus
+
+
+class ScorecardRow(BaseModel):
+    """One account's expansion readiness (contract section 11)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    account_id: str
+    segment: Segment
+    health_score: float | None = Field(ge=0, le=100)
+    activation_status: Literal["not_activated", "activating", "activated"]
+    expansion_readiness: int = Field(ge=0, le=100)
+    criteria: ScorecardCriteria
+    active_triggers: list[str]
+    recommended_motion: Literal["not_ready", "self_serve", "csm_led", "sales_led", "none"]
+    estimated_expansion_acv: float = Field(ge=0)
+    updated_at: str
