@@ -74,13 +74,13 @@ class Catalog:
                 raise ValueError(f"two triggers have the same {field}: {', '.join(repeated)}")
         self.definitions = tuple(ordered)
         self.names = tuple(definition.name for definition in ordered)
-        self.by_name = {definition.name: definition for definition in ordered}
+        self._by_name = {definition.name: definition for definition in ordered}
 
     def __iter__(self) -> Iterator[Trigger[Any]]:
         return iter(self.definitions)
 
     def __getitem__(self, name: str) -> Trigger[Any]:
-        return self.by_name[name]
+        return self._by_name[name]
 
     def with_triggers(self, *definitions: Trigger[Any]) -> Catalog:
         """These triggers and the given ones (a test's toy trigger, say)."""
