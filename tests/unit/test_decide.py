@@ -840,3 +840,13 @@ def test_a_simulated_base_gives_signals_and_decisions_exactly_as_the_models_writ
     for decision in logged:
         assert Decision.model_validate(decision).model_dump() == decision
         assert list(decision) == list(Decision.model_fields)
+
+
+def test_the_decision_reasons_are_the_gates_in_their_order_then_cooldown_and_collision() -> None:
+    assert get_args(DecisionReason) == (
+        "gated_not_activated",
+        "gated_health",
+        "gated_churn_risk",
+        "cooldown",
+        "collision",
+    )
