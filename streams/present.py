@@ -6,44 +6,12 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from streams.domain.triggers import CATALOG
+
 
 def why(signal: dict[str, Any]) -> str:
     """The evidence behind a signal, as a short sentence."""
-    e = signal["evidence"]
-    trigger = signal["trigger"]
-    if trigger == "usage_ceiling":
-        if e.get("basis") == "projection":
-            return (
-                f"{e['meter']} projected to reach its monthly limit in "
-                f"{e['projected_days_to_limit']:g} days ({e['ratio']:.0%} used)"
-            )
-        used = f"{e['usage']:,.0f} / {e['limit']:,.0f}"
-        return f"{e['meter']} at {e['ratio']:.0%} of its monthly limit ({used})"
-    if trigger == "seat_saturation":
-        held = f" for {e['sustained_days']:.0f} days" if e["sustained_days"] >= 1 else ""
-        return f"{e['seats_in_use']} of {e['seat_limit']} seats in use ({e['ratio']:.0%}){held}"
-    if trigger == "gated_feature_demand":
-        if e.get("basis") == "distinct_features":
-            return (
-                f"{e['distinct_features']} gated features hit in {e['distinct_window_days']} days: "
-                + ", ".join(e["features"])
-            )
-        return (
-            f"{e['gate_hits']} gate hits by {e['gate_users']} users in {e['hits_window_days']} days"
-        )
-    if trigger == "invite_surge":
-        return f"{e['invites']} invites sent in {e['window_days']} days"
-    if trigger == "new_department":
-        return (
-            f"new department {e['department']!r}: {e['active_users']} active users "
-            f"(first seen {e['first_seen'][:10]})"
-        )
-    if trigger == "power_user_emergence":
-        return (
-            f"user {e['user_id']} active {e['active_days']} of {e['window_days']} days "
-            f"(account mean {e['mean_active_days']:g})"
-        )
-    return f"external signal: {e.get('kind')}"
+    return CATALOG[signal["trigger"]].why(signal["evidence"])
 
 
 def line(signal: dict[str, Any]) -> str:

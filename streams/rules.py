@@ -1,180 +1,124 @@
-"""The rules file (config/rules.yaml) as validated models, with per-segment overrides merged."""
+"""The rules file (config/rules.yaml) as validated models, with per-segment overrides merged.
+
+The `triggers` and `priority` keys come from the trigger definitions (streams.domain.triggers)
+and the `gates` numbers from the gate definitions (streams.domain.gates).
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator
 
-SEGMENTS = ("smb", "mid_market", "enterprise")
-TRIGGERS = (
-    "usage_ceiling",
-    "seat_saturation",
-    "new_department",
-    "gated_feature_demand",
-    "invite_surge",
-    "power_user_emergence",
-    "relationship_change",
-    "company_growth",
-)
-EXPANSION_TYPE = {
-    "usage_ceiling": "capacity",
-    "seat_saturation": "seat",
-    "gated_feature_demand": "tier",
-    "invite_surge": "seat",
-    "new_department": "cross_department",
-    "power_user_emergence": "cross_department",
-    "relationship_change": "seat",
-    "company_growth": "seat",
-}
+from streams.domain.gates import GATES, Gate
+from streams.domain.rule_fields import Count, Money, Strict
+from streams.domain.triggers import CATALOG, Catalog, Check, TriggerRule
+from streams.events import Segment
 
-Days = Annotated[int, Field(ge=1, le=365)]
-# A window counted over the account state's day-bucketed activity, which keeps 64 days.
-WindowDays = Annotated[int, Field(ge=1, le=60)]
-Count = Annotated[int, Field(ge=1, le=1_000_000)]
-Ratio = Annotated[float, Field(gt=0, le=10)]
-Money = Annotated[float, Field(ge=0)]
-ExternalKind = Literal[
-    "champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"
-]
+SEGMENTS: tuple[str, ...] = get_args(Segment)
+# The contract's triggers, highest default priority first.
+TRIGGERS = CATALOG.names
 
 
 class RulesError(ValueError):
     """The rules file does not validate; the message names the file and the field."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Parts(Strict):
+    """A part whose fields are made from definitions: one per trigger, or each gate's numbers."""
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
 
 
-def _ascending(levels: list[float]) -> list[float]:
-    if not levels or sorted(set(levels)) != levels:
-        raise ValueError("levels must be distinct and ascending")
-    return levels
+def _gates_model(gates: tuple[Gate[Any], ...]) -> type[_Parts]:
+    """One flat `gates` mapping holding every gate's numbers, as the rules file has it."""
+    fields: dict[str, Any] = {}
+    for gate in gates:
+        for name, info in gate.rule.model_fields.items():
+            if name in fields:
+                raise ValueError(f"two gates have the number {name}")
+            fields[name] = (info.annotation, info)
+    return create_model("Gates", __base__=_Parts, **fields)
 
 
-# Validated as fields, not models, so that an error's path ends in `.levels`.
-AscendingLevels = Annotated[list[Ratio], AfterValidator(_ascending)]
+Gates = _gates_model(GATES)
 
 
-class UsageCeiling(_Strict):
-    enabled: bool = True
-    levels: AscendingLevels = [0.8, 1.0]
-    projection_days: Days = 14
-    projection_min_days: Annotated[int, Field(ge=1, le=28)] = 7
-
-
-class SeatSaturation(_Strict):
-    enabled: bool = True
-    levels: AscendingLevels = [0.8, 0.9, 1.0]
-    sustain_days: Days = 14
-
-
-class GatedFeatureDemand(_Strict):
-    enabled: bool = True
-    distinct_features: Count = 3
-    distinct_window_days: WindowDays = 14
-    hits: Count = 10
-    hits_window_days: WindowDays = 30
-    hits_min_users: Count = 2
-
-
-class InviteSurge(_Strict):
-    enabled: bool = True
-    invites: Count = 5
-    window_days: WindowDays = 30
-
-
-class NewDepartment(_Strict):
-    enabled: bool = True
-    min_users: Count = 2
-    window_days: WindowDays = 14
-    departments_known_days: Days = 30
-
-
-class PowerUserEmergence(_Strict):
-    enabled: bool = True
-    multiple_of_mean: Annotated[float, Field(gt=1, le=100)] = 2.0
-    window_days: WindowDays = 30
-    min_active_users: Count = 3
-    min_active_days: Count = 10
-
-
-class ExternalTrigger(_Strict):
-    enabled: bool = True
-    kinds: list[ExternalKind]
-
-
-class Triggers(_Strict):
-    usage_ceiling: UsageCeiling = UsageCeiling()
-    seat_saturation: SeatSaturation = SeatSaturation()
-    gated_feature_demand: GatedFeatureDemand = GatedFeatureDemand()
-    invite_surge: InviteSurge = InviteSurge()
-    new_department: NewDepartment = NewDepartment()
-    power_user_emergence: PowerUserEmergence = PowerUserEmergence()
-    relationship_change: ExternalTrigger = ExternalTrigger(
-        kinds=["champion_promoted", "exec_sponsor_added"]
-    )
-    company_growth: ExternalTrigger = ExternalTrigger(kinds=["funding_round", "headcount_growth"])
-
-
-class Gates(_Strict):
-    activation_days: Annotated[int, Field(ge=0, le=3650)] = 30
-    min_health_score: Annotated[float, Field(ge=0, le=100)] = 75
-    churn_window_days: Annotated[int, Field(ge=1, le=30)] = 14
-    churn_ratio: Annotated[float, Field(ge=0, le=1)] = 0.7
-
-
-class ExpansionShare(_Strict):
+class ExpansionShare(Strict):
     seat: Money = 0.15
     capacity: Money = 0.30
     tier: Money = 0.40
     cross_department: Money = 0.75
 
 
-class Routing(_Strict):
+class Routing(Strict):
     expansion_share: ExpansionShare = ExpansionShare()
     sales_min_signal_stack: Count = 4
     sales_min_estimate: Money = 2000
     csm_min_estimate: Money = 500
 
 
-class Score(_Strict):
+class Score(Strict):
     level: Money = 50
     priority: Money = 30
     stack: Money = 10
 
 
-class SegmentRules(_Strict):
-    """The complete rules for one segment: defaults with that segment's overrides applied."""
+def refill(order: tuple[str, ...], listed: list[str]) -> list[str]:
+    """`order` with the slots of the triggers in `listed` refilled with them in listed order.
 
+    A rules file's `priority` may list only the triggers it moves: the others keep their
+    place in the order it starts from (the defaults', or the contract's). Listing every
+    trigger gives exactly the listed order.
+    """
+    chosen = set(listed)
+    moved = iter(listed)
+    return [next(moved) if trigger in chosen else trigger for trigger in order]
+
+
+class SegmentRules(Strict):
+    """The complete rules for one segment: defaults with that segment's overrides applied.
+
+    Validate with `segment_rules_model(catalog)`: it gives `triggers` one field per trigger
+    definition and `priority` their names, and `gates` every gate's numbers.
+    """
+
+    catalog: ClassVar[Catalog] = CATALOG
     late_allowance_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 1
     dedup_window_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 24
     cooldown_days: Annotated[float, Field(ge=0, le=365)] = 14
     collision_window_days: Annotated[float, Field(ge=0, le=365)] = 7
-    triggers: Triggers = Triggers()
-    priority: list[Literal[TRIGGERS]] = list(TRIGGERS)  # type: ignore[valid-type]
-    gates: Gates = Gates()
+    triggers: _Parts = _Parts()
+    priority: list[str] = []
+    gates: _Parts = _Parts()
     routing: Routing = Routing()
     score: Score = Score()
 
     @field_validator("priority")
     @classmethod
-    def _priority_names_each_trigger_once(cls, priority: list[str]) -> list[str]:
-        if sorted(priority) != sorted(TRIGGERS):
-            missing = sorted(set(TRIGGERS) - set(priority))
-            raise ValueError(f"priority must list each trigger once (missing: {missing})")
-        return priority
+    def _priority_refills_the_order_it_starts_from(
+        cls, listed: list[str], info: ValidationInfo
+    ) -> list[str]:
+        repeated = sorted({trigger for trigger in listed if listed.count(trigger) > 1})
+        if repeated:
+            raise ValueError(f"priority must name each trigger once (repeated: {repeated})")
+        start = (info.context or {}).get("priority", cls.catalog.names)
+        return refill(start, listed)
 
     def rank(self, trigger: str) -> int:
         """0 for the highest priority."""
         return self.ranks[trigger]
+
+    def expansion_type(self, trigger: str) -> str:
+        return self.catalog[trigger].expansion_type
 
     @cached_property
     def ranks(self) -> dict[str, int]:
@@ -186,15 +130,51 @@ class SegmentRules(_Strict):
         return tuple(t for t in self.priority if getattr(self.triggers, t).enabled)
 
     @cached_property
-    def enabled_on_state(self) -> tuple[str, ...]:
-        """The enabled triggers that read the account's state (all but the external ones,
-        which fire on an external_signal event only), highest priority first."""
+    def checks(self) -> tuple[tuple[str, Check, TriggerRule], ...]:
+        """The enabled triggers' checks with their rules, highest priority first."""
         return tuple(
-            t for t in self.enabled if not isinstance(getattr(self.triggers, t), ExternalTrigger)
+            (name, self.catalog[name].check, getattr(self.triggers, name)) for name in self.enabled
+        )
+
+    @cached_property
+    def state_checks(self) -> tuple[tuple[str, Check, TriggerRule], ...]:
+        """The checks of the enabled triggers that read the account's state (all but the
+        external ones, which fire on an external_signal event only)."""
+        return tuple(check for check in self.checks if not self.catalog[check[0]].external)
+
+    @cached_property
+    def gate_checks(self) -> tuple[tuple[Gate[Any], Strict], ...]:
+        """Each gate with its numbers for this segment, in the order they are checked."""
+        # constructed, not validated again: the numbers keep the exact values read
+        return tuple(
+            (
+                gate,
+                gate.rule.model_construct(
+                    **{n: getattr(self.gates, n) for n in gate.rule.model_fields}
+                ),
+            )
+            for gate in GATES
         )
 
 
-class RulesFile(_Strict):
+@cache
+def segment_rules_model(catalog: Catalog) -> type[SegmentRules]:
+    """The SegmentRules model for these trigger definitions."""
+    fields: dict[str, Any] = {t.name: (t.rule, t.rule()) for t in catalog}
+    triggers = create_model("Triggers", __base__=_Parts, **fields)
+    names = catalog.names  # (a name, for mypy to accept the Literal below)
+    model = create_model(
+        "SegmentRules",
+        __base__=SegmentRules,
+        triggers=(triggers, triggers()),
+        priority=(list[Literal[names]], list(catalog.names)),  # type: ignore[valid-type]
+        gates=(Gates, Gates()),
+    )
+    model.catalog = catalog
+    return model
+
+
+class RulesFile(Strict):
     """The rules file as written: defaults, and per-segment overrides of any of them."""
 
     version: Literal[1] = 1
@@ -231,24 +211,31 @@ def _first_error(error: ValidationError, prefix: str) -> str:
     return f"{where}: {first['msg']}"
 
 
-def parse(data: Any, source: str = "rules") -> Rules:
-    """Validate rules from parsed YAML; raise RulesError naming the bad field."""
+def parse(data: Any, source: str = "rules", catalog: Catalog = CATALOG) -> Rules:
+    """Validate rules from parsed YAML; raise RulesError naming the bad field.
+
+    `catalog` is the set of triggers the file may configure: the contract's, or in a test
+    those and a toy one.
+    """
     if not isinstance(data, dict):
         raise RulesError(f"{source}: the file must hold a mapping at the top level")
     try:
         shell = RulesFile.model_validate(data)
     except ValidationError as error:
         raise RulesError(f"{source}: {_first_error(error, '')}") from None
+    model = segment_rules_model(catalog)
     defaults = shell.defaults or {}
     try:
-        SegmentRules.model_validate(defaults)
+        base = model.model_validate(defaults)
     except ValidationError as error:
         raise RulesError(f"{source}: {_first_error(error, 'defaults')}") from None
+    # a segment's priority refills the order of the defaults
+    context = {"priority": tuple(base.priority)}
     by_segment = {}
     for segment in SEGMENTS:
         override = shell.segments.get(segment, {})
         try:
-            by_segment[segment] = SegmentRules.model_validate(_merge(defaults, override))
+            by_segment[segment] = model.model_validate(_merge(defaults, override), context=context)
         except ValidationError as error:
             raise RulesError(f"{source}: {_first_error(error, f'segments.{segment}')}") from None
     digest = hashlib.sha256(yaml.safe_dump(data, sort_keys=True).encode()).hexdigest()[:12]

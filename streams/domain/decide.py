@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.clock import DAY, HOUR, format_time
-from streams.domain.state import AccountState, event_key
+from streams.domain.gates import failed_gate
+from streams.domain.state import AccountState, Primary, TriggerMemory, event_key
 from streams.domain.triggers import Fired, evaluate
 from streams.events import Event
-from streams.rules import EXPANSION_TYPE, Rules, SegmentRules
-from streams.signals import signal_id
+from streams.rules import Rules, SegmentRules
+from streams.signals import decision_record, signal_id, signal_record
 
 
 @dataclass(slots=True)
@@ -30,7 +31,7 @@ def route_and_score(
 ) -> tuple[str, float, int]:
     """Route, estimated expansion MRR and score of a signal (contract section 8; README)."""
     routing = rules.routing
-    share = getattr(routing.expansion_share, EXPANSION_TYPE[trigger])
+    share = getattr(routing.expansion_share, rules.expansion_type(trigger))
     estimate = round((mrr or 0.0) * share, 2)
     if signal_stack >= routing.sales_min_signal_stack or estimate >= routing.sales_min_estimate:
         route = "sales"
@@ -47,40 +48,6 @@ def route_and_score(
         + weights.stack * (signal_stack - 1)
     )
     return route, estimate, max(0, min(100, round(raw)))
-
-
-def failed_gate(state: AccountState, rules: SegmentRules) -> tuple[str, dict[str, Any]] | None:
-    """The first gate the account fails now (contract section 6), with its numbers."""
-    gates = rules.gates
-    now = state.now
-    assert now is not None
-    activated = state.activated_at
-    if activated is None or now - activated < gates.activation_days * DAY:
-        return "gated_not_activated", {
-            "activated_at": None if activated is None else format_time(activated),
-            "activation_days": gates.activation_days,
-        }
-    if state.health_score is not None and state.health_score < gates.min_health_score:
-        return "gated_health", {
-            "health_score": state.health_score,
-            "min_health_score": gates.min_health_score,
-        }
-    window = gates.churn_window_days
-    today = state.today
-    recent = len(state.active_day_counts(window))
-    before = state.memoized(
-        "churn_before",
-        (window, today, state.history_revision),
-        lambda: state.active_users(today - 2 * window + 1, today - window),
-    )
-    if before and recent < gates.churn_ratio * before:
-        return "gated_churn_risk", {
-            "active_users_recent": recent,
-            "active_users_before": before,
-            "window_days": window,
-            "churn_ratio": gates.churn_ratio,
-        }
-    return None
 
 
 class Detector:
@@ -108,8 +75,9 @@ class Detector:
         fired = evaluate(state, event, rules)
         fired_names = {f.trigger for f in fired}
         for name, memory in state.triggers.items():
-            if memory[2] and name not in fired_names:
-                memory[2] = []  # the condition ended: a later gate or suppression is news again
+            if memory.logged and name not in fired_names:
+                # the condition ended: a later gate or suppression is news again
+                memory.logged = []
         if not fired:
             return Outcome()
         return _Step(state, event, rules, self.rules.default_segment).decide(fired)
@@ -132,38 +100,44 @@ class _Step:
         gate = failed_gate(state, self.rules)
         candidates: list[Fired] = []
         for trigger in fired:
-            published_level, published_at, _ = state.triggers.get(trigger.trigger, _NEVER)
             if gate is not None:
                 self.suppress(trigger, *gate)
-            elif (
-                published_at is not None
-                and now - published_at < self.rules.cooldown_days * DAY
-                and trigger.level <= published_level
-            ):
-                detail = {
-                    "published_level": published_level,
-                    "published_at": format_time(published_at),
-                    "cooldown_days": self.rules.cooldown_days,
-                }
-                self.suppress(trigger, "cooldown", detail)
+            elif (cooldown := self.cooldown(trigger, now)) is not None:
+                self.suppress(trigger, "cooldown", cooldown)
             else:
                 candidates.append(trigger)
         if candidates:
             self.resolve_collisions(candidates)
         return self.outcome
 
+    def cooldown(self, fired: Fired, now: float) -> dict[str, Any] | None:
+        """The cooldown `fired` is in, if it was published lately at this level or above."""
+        memory = self.state.triggers.get(fired.trigger)
+        if memory is None or memory.level is None or memory.published_at is None:
+            return None
+        if (
+            now - memory.published_at >= self.rules.cooldown_days * DAY
+            or fired.level > memory.level
+        ):
+            return None
+        return {
+            "published_level": memory.level,
+            "published_at": format_time(memory.published_at),
+            "cooldown_days": self.rules.cooldown_days,
+        }
+
     def resolve_collisions(self, candidates: list[Fired]) -> None:
         """At most one primary per collision window; the others join it as co-signals."""
         state, rules = self.state, self.rules
         assert state.now is not None
         window = rules.collision_window_days * DAY
-        if state.primary is not None and state.now - state.primary[1] >= window:
+        if state.primary is not None and state.now - state.primary.at >= window:
             state.primary = None
         first, rest = candidates[0], candidates[1:]
         if state.primary is None:
             self.publish(first, [], rest, supersedes=None)
             return
-        current = state.primary[0]
+        current = state.primary.signal
         rises = first.trigger == current["trigger"] and first.level > current["level"]
         if rises or rules.rank(first.trigger) < rules.rank(current["trigger"]):
             carried = [*current["co_signals"], current["trigger"]]
@@ -177,8 +151,9 @@ class _Step:
         """Publish `fired` as the new primary; `colliding` triggers join it as co-signals."""
         co_signals = [*carried, *(f.trigger for f in colliding)]
         signal = self.stacked(self.signal(fired, supersedes), co_signals)
-        self.state.primary = [signal, self.state.now]
-        self.state.triggers[fired.trigger] = [fired.level, self.state.now, []]
+        assert self.state.now is not None
+        self.state.primary = Primary(signal, self.state.now)
+        self.state.triggers[fired.trigger] = TriggerMemory(fired.level, self.state.now)
         self.outcome.signals.append(signal)
         self.outcome.serving = signal
         self.collide(colliding, signal["signal_id"])
@@ -186,10 +161,10 @@ class _Step:
     def join_primary(self, colliding: list[Fired]) -> None:
         """Add triggers of lower or equal priority to the active primary's co-signals."""
         assert self.state.primary is not None
-        current = self.state.primary[0]
+        current = self.state.primary.signal
         joined = self.stacked(current, [*current["co_signals"], *(f.trigger for f in colliding)])
         if joined["co_signals"] != current["co_signals"]:
-            self.state.primary[0] = self.outcome.serving = joined
+            self.state.primary.signal = self.outcome.serving = joined
         self.collide(colliding, current["signal_id"])
 
     def collide(self, colliding: list[Fired], primary_id: str) -> None:
@@ -215,58 +190,48 @@ class _Step:
 
     def signal(self, fired: Fired, supersedes: str | None) -> dict[str, Any]:
         """The signal `fired` makes on its own (no co-signals yet)."""
-        state, event = self.state, self.event
-        # score, route, estimate and stack are placeholders that `stacked` fills in; they
-        # stand here to keep the contract's field order in the JSON
-        return self.stacked(
-            {
-                "schema_version": 1,
-                "signal_id": signal_id(
-                    state.account_id, fired.trigger, fired.level, event.event_id
-                ),
-                "account_id": state.account_id,
-                "trigger": fired.trigger,
-                "expansion_type": EXPANSION_TYPE[fired.trigger],
-                "level": fired.level,
-                "score": 0,
-                "route": "in_app",
-                "segment": state.segment or self.default_segment,
-                "estimated_expansion_mrr": 0.0,
-                "signal_stack": 1,
-                "co_signals": [],
-                "supersedes": supersedes,
-                "evidence": fired.evidence,
-                "detected_at": format_time(event.timestamp),
-                "emitted_at": None,
-                "source_event_id": event.event_id,
-            },
-            [],
+        state, event, rules = self.state, self.event, self.rules
+        route, estimate, score = route_and_score(rules, fired.trigger, fired.level, state.mrr, 1)
+        return signal_record(
+            signal_id=signal_id(state.account_id, fired.trigger, fired.level, event.event_id),
+            account_id=state.account_id,
+            trigger=fired.trigger,
+            expansion_type=rules.expansion_type(fired.trigger),
+            level=fired.level,
+            score=score,
+            route=route,
+            segment=state.segment or self.default_segment,
+            estimated_expansion_mrr=estimate,
+            signal_stack=1,
+            co_signals=[],
+            supersedes=supersedes,
+            evidence=fired.evidence,
+            detected_at=format_time(event.timestamp),
+            emitted_at=None,
+            source_event_id=event.event_id,
         )
 
     def suppress(self, fired: Fired, reason: str, detail: dict[str, Any]) -> None:
         """Log a fired trigger that is not published, once per (trigger, level, reason)."""
-        memory = self.state.triggers.setdefault(fired.trigger, [None, None, []])
-        memo = f"{fired.level:g}|{reason}"
-        if memo in memory[2]:
+        memory = self.state.triggers.get(fired.trigger)
+        if memory is None:
+            memory = self.state.triggers[fired.trigger] = TriggerMemory()
+        logged = f"{fired.level:g}|{reason}"
+        if logged in memory.logged:
             return
-        memory[2].append(memo)
+        memory.logged.append(logged)
         would_be = self.signal(fired, None)
         decision_id = hashlib.sha256(f"{would_be['signal_id']}\x1f{reason}".encode())
         self.outcome.decisions.append(
-            {
-                "schema_version": 1,
-                "decision_id": decision_id.hexdigest()[:32],
-                "account_id": self.state.account_id,
-                "trigger": fired.trigger,
-                "level": fired.level,
-                "reason": reason,
-                "detail": detail,
-                "detected_at": would_be["detected_at"],
-                "source_event_id": self.event.event_id,
-                "signal": would_be,
-            }
+            decision_record(
+                decision_id=decision_id.hexdigest()[:32],
+                account_id=self.state.account_id,
+                trigger=fired.trigger,
+                level=fired.level,
+                reason=reason,
+                detail=detail,
+                detected_at=would_be["detected_at"],
+                source_event_id=self.event.event_id,
+                signal=would_be,
+            )
         )
-
-
-# a trigger never published: no level, no time, nothing logged
-_NEVER: list[Any] = [None, None, []]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -24,6 +25,9 @@ T = TypeVar("T")
 # How many days of per-user activity are kept: enough for the longest window the
 # rules allow (60 days), and for the churn gate's two back-to-back windows (2 x 30).
 HISTORY_DAYS = 64
+# Where `AccountState.summary` finds the clock and the trigger memory in the stored list.
+STORED_NOW = 2
+STORED_TRIGGERS = 20
 
 
 class ActivityWindow:
@@ -48,6 +52,38 @@ class ActivityWindow:
             self.top, self.top_user = days, user
         elif days == self.top and (self.top_user is None or user < self.top_user):
             self.top_user = user
+
+
+@dataclass(slots=True)
+class TriggerMemory:
+    """What the detector remembers of one trigger of an account. Stored as the list
+    [level, published_at, logged]."""
+
+    level: float | None = None  # the level last published
+    published_at: float | None = None  # account clock when it was published
+    # "level|reason" of each decision logged since the trigger's condition began to hold
+    logged: list[str] = field(default_factory=list)
+
+    def stored(self) -> list[Any]:
+        return [self.level, self.published_at, self.logged]
+
+
+@dataclass(slots=True)
+class Primary:
+    """The account's primary signal, as last published or joined. Stored as [signal, at]."""
+
+    signal: dict[str, Any]
+    at: float  # account clock when it was published
+
+    def stored(self) -> list[Any]:
+        return [self.signal, self.at]
+
+
+def _stored(value: Any) -> list[Any]:
+    """How orjson writes the records inside a state: as lists, the compact stored layout."""
+    if isinstance(value, TriggerMemory | Primary):
+        return value.stored()
+    raise TypeError(f"{type(value).__name__} is not part of an account state")
 
 
 def event_key(event_id: str) -> int:
@@ -122,9 +158,8 @@ class AccountState:
         # event_key -> [event time, account time until which it is remembered], for dedup
         self.seen: dict[int, list[float]] = {}
         self.saturated_since: float | None = None
-        # trigger -> [published level, published at, [logged "level|reason", ...]]
-        self.triggers: dict[str, list[Any]] = {}
-        self.primary: list[Any] | None = None  # [signal dict, account clock when published]
+        self.triggers: dict[str, TriggerMemory] = {}
+        self.primary: Primary | None = None
         self.pruned_day = 0
         # input partition -> (offset, part) of the last input message applied to this account:
         # a message read again after a crash or a rebalance is at or below it, and is skipped
@@ -361,15 +396,18 @@ class AccountState:
                 self.primary,
                 self.pruned_day,
                 [[partition, *position] for partition, position in self.inputs.items()],
-            ]
+            ],
+            default=_stored,
+            option=orjson.OPT_PASSTHROUGH_DATACLASS,
         )
 
     @staticmethod
     def summary(data: bytes) -> tuple[float | None, dict[str, float]]:
         """The account's clock and when each trigger last published, read from a stored value."""
         values = orjson.loads(data)
-        triggers: dict[str, list[Any]] = values[20]
-        return values[2], {name: memo[1] for name, memo in triggers.items() if memo[1] is not None}
+        triggers: dict[str, list[Any]] = values[STORED_TRIGGERS]
+        published = {name: TriggerMemory(*memory).published_at for name, memory in triggers.items()}
+        return values[STORED_NOW], {name: at for name, at in published.items() if at is not None}
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
@@ -398,8 +436,8 @@ class AccountState:
             invites,
             seen,
             state.saturated_since,
-            state.triggers,
-            state.primary,
+            triggers,
+            primary,
             state.pruned_day,
             inputs,
         ) = values[2:]
@@ -408,5 +446,7 @@ class AccountState:
         state.gate_hits = dict(map(tuple, gate_hits))
         state.invites = dict(map(tuple, invites))
         state.seen = dict(map(tuple, seen))
+        state.triggers = {name: TriggerMemory(*memory) for name, memory in triggers.items()}
+        state.primary = None if primary is None else Primary(*primary)
         state.inputs = {partition: (offset, part) for partition, offset, part in inputs}
         return state

@@ -1,16 +1,58 @@
-"""The eight triggers of the contract: account state + rules -> fired triggers with evidence."""
+"""The triggers, each declared once (rule, check, words); the detector's lists derive from them."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import Field
 
 from streams.clock import DAY, day_of, format_time, month_of, month_start
+from streams.domain.rule_fields import AscendingLevels, Count, Days, Strict, WindowDays
 from streams.domain.state import AccountState
 from streams.events import Event, ExternalSignal
-from streams.rules import SegmentRules
+
+if TYPE_CHECKING:
+    from streams.rules import SegmentRules
+
+ExpansionType = Literal["seat", "capacity", "tier", "cross_department"]
+ExternalKind = Literal[
+    "champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"
+]
+# (level, evidence): what a check returns when its trigger's condition holds
+Firing = tuple[float, dict[str, Any]]
+# a check given its trigger's rule
+Check = Callable[[AccountState, Event, Any], Firing | None]
+
+
+class TriggerRule(Strict):
+    """A trigger's part of the rules file (`triggers.<name>`); any trigger can be switched off."""
+
+    enabled: bool = True
+
+
+R = TypeVar("R", bound=TriggerRule)
+
+
+@dataclass(frozen=True)
+class Trigger(Generic[R]):
+    """One trigger, whole. The rules' `triggers` and `priority`, the checks run on an event,
+    the names in the signal model and the words for people all derive from these."""
+
+    name: str
+    expansion_type: ExpansionType
+    # its part of the rules file, with the contract's numbers as defaults
+    rule: type[R]
+    check: Callable[[AccountState, Event, R], Firing | None]
+    # the evidence of one of its signals as a short sentence for people
+    why: Callable[[dict[str, Any]], str]
+    # its place in the default priority, highest first; spaced so that a new trigger slots
+    # in between without renumbering the others
+    position: int
+    # fires on an external_signal event only, without reading the account's state
+    external: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +60,42 @@ class Fired:
     trigger: str
     level: float
     evidence: dict[str, Any]
+
+
+class Catalog:
+    """A set of trigger definitions in default priority order; the detector's is CATALOG."""
+
+    def __init__(self, *definitions: Trigger[Any]) -> None:
+        ordered = sorted(definitions, key=lambda definition: definition.position)
+        for field in ("name", "position"):
+            values = [getattr(definition, field) for definition in ordered]
+            repeated = sorted({str(value) for value in values if values.count(value) > 1})
+            if repeated:
+                raise ValueError(f"two triggers have the same {field}: {', '.join(repeated)}")
+        self.definitions = tuple(ordered)
+        self.names = tuple(definition.name for definition in ordered)
+        self._by_name = {definition.name: definition for definition in ordered}
+
+    def __iter__(self) -> Iterator[Trigger[Any]]:
+        return iter(self.definitions)
+
+    def __getitem__(self, name: str) -> Trigger[Any]:
+        return self._by_name[name]
+
+    def with_triggers(self, *definitions: Trigger[Any]) -> Catalog:
+        """These triggers and the given ones (a test's toy trigger, say)."""
+        return Catalog(*self.definitions, *definitions)
+
+
+def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fired]:
+    """Every enabled trigger whose condition holds now, highest priority first."""
+    fired = []
+    checks = rules.checks if isinstance(event, ExternalSignal) else rules.state_checks
+    for trigger, check, rule in checks:
+        firing = check(state, event, rule)
+        if firing is not None:
+            fired.append(Fired(trigger, *firing))
+    return fired
 
 
 MAX_RATIO = 1e12
@@ -28,23 +106,33 @@ def _level_reached(levels: list[float], ratio: float) -> float | None:
     return reached[-1] if reached else None
 
 
-def usage_ceiling(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
+# -- usage_ceiling ----------------------------------------------------------------------
+
+
+class UsageCeilingRule(TriggerRule):
+    levels: AscendingLevels = [0.8, 1.0]
+    projection_days: Days = 14
+    projection_min_days: Annotated[int, Field(ge=1, le=28)] = 7
+
+
+def usage_ceiling(state: AccountState, event: Event, rule: UsageCeilingRule) -> Firing | None:
     """A meter at >= 80 % of its monthly limit, or projected to reach it within 14 days."""
     if not state.usage or not state.usage_limits:
         return None
-    rule = rules.triggers.usage_ceiling
     assert state.now is not None
     quiet = state.memo.get("usage_ceiling")
     if quiet is not None and quiet[0] == (rule, state.usage_revision):
         start, days = quiet[1]
         if (state.now - start) / DAY < days:
             return None
-    fired, quiet_while = _usage_ceiling(state, rule)
+    firing, quiet_while = _usage_ceiling(state, rule)
     state.memo["usage_ceiling"] = ((rule, state.usage_revision), quiet_while)
-    return fired
+    return firing
 
 
-def _usage_ceiling(state: AccountState, rule: Any) -> tuple[Fired | None, tuple[float, float]]:
+def _usage_ceiling(
+    state: AccountState, rule: UsageCeilingRule
+) -> tuple[Firing | None, tuple[float, float]]:
     """The trigger now, and (start, days): it stays quiet while usage stays the same and
     fewer than `days` days have passed since `start`.
 
@@ -92,12 +180,34 @@ def _usage_ceiling(state: AccountState, rule: Any) -> tuple[Fired | None, tuple[
     if projected is not None:
         evidence["basis"] = "projection"
         evidence["projected_days_to_limit"] = round(projected, 2)
-    return Fired("usage_ceiling", level, evidence), (state.now, -math.inf)
+    return (level, evidence), (state.now, -math.inf)
 
 
-def seat_saturation(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
+def _usage_ceiling_why(e: dict[str, Any]) -> str:
+    if e.get("basis") == "projection":
+        return (
+            f"{e['meter']} projected to reach its monthly limit in "
+            f"{e['projected_days_to_limit']:g} days ({e['ratio']:.0%} used)"
+        )
+    used = f"{e['usage']:,.0f} / {e['limit']:,.0f}"
+    return f"{e['meter']} at {e['ratio']:.0%} of its monthly limit ({used})"
+
+
+USAGE_CEILING = Trigger(
+    "usage_ceiling", "capacity", UsageCeilingRule, usage_ceiling, _usage_ceiling_why, 10
+)
+
+
+# -- seat_saturation ----------------------------------------------------------------------
+
+
+class SeatSaturationRule(TriggerRule):
+    levels: AscendingLevels = [0.8, 0.9, 1.0]
+    sustain_days: Days = 14
+
+
+def seat_saturation(state: AccountState, event: Event, rule: SeatSaturationRule) -> Firing | None:
     """Seats in use near the seat limit: the top level at once, the others once sustained."""
-    rule = rules.triggers.seat_saturation
     if not state.seat_limit:
         return None  # 0 or unknown: unlimited seats
     assert state.now is not None
@@ -108,71 +218,36 @@ def seat_saturation(state: AccountState, event: Event, rules: SegmentRules) -> F
     sustained = 0.0 if state.saturated_since is None else (state.now - state.saturated_since) / DAY
     if level != rule.levels[-1] and sustained < rule.sustain_days:
         return None
-    return Fired(
-        "seat_saturation",
-        level,
-        {
-            "seats_in_use": len(state.seats),
-            "seat_limit": state.seat_limit,
-            "ratio": round(ratio, 4),
-            "saturated_since": format_time(state.saturated_since or state.now),
-            "sustained_days": round(sustained, 2),
-        },
-    )
-
-
-def gated_feature_demand(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
-    """Many distinct gated features hit recently, or many gate hits by several users."""
-    if not state.gate_hits:
-        return None
-    rule = rules.triggers.gated_feature_demand
-    return state.memoized(
-        "gated_feature_demand",
-        (rule, state.today, state.tally_revision),
-        lambda: _gated_feature_demand(state, rule),
-    )
-
-
-def _gated_feature_demand(state: AccountState, rule: Any) -> Fired | None:
-    today = state.today
-    recent = today - rule.distinct_window_days + 1
-    features = sorted(f for f, day in state.gate_features.items() if day >= recent)
-    hits = state.window_sum(state.gate_hits, rule.hits_window_days)
-    first = today - rule.hits_window_days + 1
-    users = sum(1 for day in state.gate_users.values() if day >= first)
-    evidence = {
-        "distinct_features": len(features),
-        "features": features,
-        "distinct_window_days": rule.distinct_window_days,
-        "gate_hits": hits,
-        "gate_users": users,
-        "hits_window_days": rule.hits_window_days,
+    return level, {
+        "seats_in_use": len(state.seats),
+        "seat_limit": state.seat_limit,
+        "ratio": round(ratio, 4),
+        "saturated_since": format_time(state.saturated_since or state.now),
+        "sustained_days": round(sustained, 2),
     }
-    if len(features) >= rule.distinct_features:
-        return Fired("gated_feature_demand", 1.0, {**evidence, "basis": "distinct_features"})
-    if hits >= rule.hits and users >= rule.hits_min_users:
-        return Fired("gated_feature_demand", 1.0, {**evidence, "basis": "gate_hits"})
-    return None
 
 
-def invite_surge(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
-    """Many invites sent in the window."""
-    if not state.invites:
-        return None
-    rule = rules.triggers.invite_surge
-    invites = state.memoized(
-        "invites",
-        (rule.window_days, state.today, state.tally_revision),
-        lambda: state.window_sum(state.invites, rule.window_days),
-    )
-    if invites < rule.invites:
-        return None
-    return Fired("invite_surge", 1.0, {"invites": invites, "window_days": rule.window_days})
+def _seat_saturation_why(e: dict[str, Any]) -> str:
+    held = f" for {e['sustained_days']:.0f} days" if e["sustained_days"] >= 1 else ""
+    return f"{e['seats_in_use']} of {e['seat_limit']} seats in use ({e['ratio']:.0%}){held}"
 
 
-def new_department(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
+SEAT_SATURATION = Trigger(
+    "seat_saturation", "seat", SeatSaturationRule, seat_saturation, _seat_saturation_why, 20
+)
+
+
+# -- new_department -----------------------------------------------------------------------
+
+
+class NewDepartmentRule(TriggerRule):
+    min_users: Count = 2
+    window_days: WindowDays = 14
+    departments_known_days: Days = 30
+
+
+def new_department(state: AccountState, event: Event, rule: NewDepartmentRule) -> Firing | None:
     """Several users active from a department first seen in the window, in a known account."""
-    rule = rules.triggers.new_department
     if not state.departments:
         return None
     assert state.now is not None
@@ -199,8 +274,8 @@ def _new_departments(state: AccountState, first: int) -> tuple[float, set[str]]:
 
 
 def _new_department(
-    state: AccountState, rule: Any, known_since: float, new: set[str]
-) -> Fired | None:
+    state: AccountState, rule: NewDepartmentRule, known_since: float, new: set[str]
+) -> Firing | None:
     best: tuple[int, str] | None = None
     active = state.active_day_counts(rule.window_days)
     for department in new:
@@ -210,22 +285,140 @@ def _new_department(
     if best is None:
         return None
     users, department = best
-    return Fired(
-        "new_department",
-        1.0,
-        {
-            "department": department,
-            "active_users": users,
-            "first_seen": format_time(state.departments[department]),
-            "departments_known_since": format_time(known_since),
-            "window_days": rule.window_days,
-        },
+    return 1.0, {
+        "department": department,
+        "active_users": users,
+        "first_seen": format_time(state.departments[department]),
+        "departments_known_since": format_time(known_since),
+        "window_days": rule.window_days,
+    }
+
+
+def _new_department_why(e: dict[str, Any]) -> str:
+    return (
+        f"new department {e['department']!r}: {e['active_users']} active users "
+        f"(first seen {e['first_seen'][:10]})"
     )
 
 
-def power_user_emergence(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
+NEW_DEPARTMENT = Trigger(
+    "new_department",
+    "cross_department",
+    NewDepartmentRule,
+    new_department,
+    _new_department_why,
+    30,
+)
+
+
+# -- gated_feature_demand -----------------------------------------------------------------
+
+
+class GatedFeatureDemandRule(TriggerRule):
+    distinct_features: Count = 3
+    distinct_window_days: WindowDays = 14
+    hits: Count = 10
+    hits_window_days: WindowDays = 30
+    hits_min_users: Count = 2
+
+
+def gated_feature_demand(
+    state: AccountState, event: Event, rule: GatedFeatureDemandRule
+) -> Firing | None:
+    """Many distinct gated features hit recently, or many gate hits by several users."""
+    if not state.gate_hits:
+        return None
+    return state.memoized(
+        "gated_feature_demand",
+        (rule, state.today, state.tally_revision),
+        lambda: _gated_feature_demand(state, rule),
+    )
+
+
+def _gated_feature_demand(state: AccountState, rule: GatedFeatureDemandRule) -> Firing | None:
+    today = state.today
+    recent = today - rule.distinct_window_days + 1
+    features = sorted(f for f, day in state.gate_features.items() if day >= recent)
+    hits = state.window_sum(state.gate_hits, rule.hits_window_days)
+    first = today - rule.hits_window_days + 1
+    users = sum(1 for day in state.gate_users.values() if day >= first)
+    evidence = {
+        "distinct_features": len(features),
+        "features": features,
+        "distinct_window_days": rule.distinct_window_days,
+        "gate_hits": hits,
+        "gate_users": users,
+        "hits_window_days": rule.hits_window_days,
+    }
+    if len(features) >= rule.distinct_features:
+        return 1.0, {**evidence, "basis": "distinct_features"}
+    if hits >= rule.hits and users >= rule.hits_min_users:
+        return 1.0, {**evidence, "basis": "gate_hits"}
+    return None
+
+
+def _gated_feature_demand_why(e: dict[str, Any]) -> str:
+    if e.get("basis") == "distinct_features":
+        return (
+            f"{e['distinct_features']} gated features hit in {e['distinct_window_days']} days: "
+            + ", ".join(e["features"])
+        )
+    return f"{e['gate_hits']} gate hits by {e['gate_users']} users in {e['hits_window_days']} days"
+
+
+GATED_FEATURE_DEMAND = Trigger(
+    "gated_feature_demand",
+    "tier",
+    GatedFeatureDemandRule,
+    gated_feature_demand,
+    _gated_feature_demand_why,
+    40,
+)
+
+
+# -- invite_surge -------------------------------------------------------------------------
+
+
+class InviteSurgeRule(TriggerRule):
+    invites: Count = 5
+    window_days: WindowDays = 30
+
+
+def invite_surge(state: AccountState, event: Event, rule: InviteSurgeRule) -> Firing | None:
+    """Many invites sent in the window."""
+    if not state.invites:
+        return None
+    invites = state.memoized(
+        "invites",
+        (rule.window_days, state.today, state.tally_revision),
+        lambda: state.window_sum(state.invites, rule.window_days),
+    )
+    if invites < rule.invites:
+        return None
+    return 1.0, {"invites": invites, "window_days": rule.window_days}
+
+
+def _invite_surge_why(e: dict[str, Any]) -> str:
+    return f"{e['invites']} invites sent in {e['window_days']} days"
+
+
+INVITE_SURGE = Trigger("invite_surge", "seat", InviteSurgeRule, invite_surge, _invite_surge_why, 50)
+
+
+# -- power_user_emergence -----------------------------------------------------------------
+
+
+class PowerUserEmergenceRule(TriggerRule):
+    multiple_of_mean: Annotated[float, Field(gt=1, le=100)] = 2.0
+    window_days: WindowDays = 30
+    min_active_users: Count = 3
+    min_active_days: Count = 10
+
+
+def power_user_emergence(
+    state: AccountState, event: Event, rule: PowerUserEmergenceRule
+) -> Firing | None:
     """A user active on at least twice the account's mean active days in the window."""
-    rule = rules.triggers.power_user_emergence
     if len(state.users) < rule.min_active_users:
         return None
     window = state.activity_window(rule.window_days)
@@ -236,51 +429,85 @@ def power_user_emergence(state: AccountState, event: Event, rules: SegmentRules)
     mean = window.total / len(days)
     if top < rule.min_active_days or top < rule.multiple_of_mean * mean:
         return None
-    return Fired(
-        "power_user_emergence",
-        1.0,
-        {
-            "user_id": user,
-            "active_days": top,
-            "mean_active_days": round(mean, 2),
-            "active_users": len(days),
-            "window_days": rule.window_days,
-        },
+    return 1.0, {
+        "user_id": user,
+        "active_days": top,
+        "mean_active_days": round(mean, 2),
+        "active_users": len(days),
+        "window_days": rule.window_days,
+    }
+
+
+def _power_user_emergence_why(e: dict[str, Any]) -> str:
+    return (
+        f"user {e['user_id']} active {e['active_days']} of {e['window_days']} days "
+        f"(account mean {e['mean_active_days']:g})"
     )
 
 
-def _external(trigger: str) -> Callable[[AccountState, Event, SegmentRules], Fired | None]:
-    def check(state: AccountState, event: Event, rules: SegmentRules) -> Fired | None:
-        rule = getattr(rules.triggers, trigger)
-        if not isinstance(event, ExternalSignal) or event.properties.kind not in rule.kinds:
-            return None
-        return Fired(
-            trigger, 1.0, {"kind": event.properties.kind, "detail": event.properties.detail or {}}
-        )
-
-    check.__name__ = trigger
-    check.__doc__ = f"An external_signal of a kind listed for {trigger}."
-    return check
+POWER_USER_EMERGENCE = Trigger(
+    "power_user_emergence",
+    "cross_department",
+    PowerUserEmergenceRule,
+    power_user_emergence,
+    _power_user_emergence_why,
+    60,
+)
 
 
-TRIGGER_CHECKS: dict[str, Callable[[AccountState, Event, SegmentRules], Fired | None]] = {
-    "usage_ceiling": usage_ceiling,
-    "seat_saturation": seat_saturation,
-    "new_department": new_department,
-    "gated_feature_demand": gated_feature_demand,
-    "invite_surge": invite_surge,
-    "power_user_emergence": power_user_emergence,
-    "relationship_change": _external("relationship_change"),
-    "company_growth": _external("company_growth"),
-}
+# -- relationship_change and company_growth: external signals -----------------------------
 
 
-def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fired]:
-    """Every enabled trigger whose condition holds now, highest priority first."""
-    fired = []
-    external = isinstance(event, ExternalSignal)
-    for trigger in rules.enabled if external else rules.enabled_on_state:
-        result = TRIGGER_CHECKS[trigger](state, event, rules)
-        if result is not None:
-            fired.append(result)
-    return fired
+class ExternalRule(TriggerRule):
+    kinds: list[ExternalKind]
+
+
+def external_signal(state: AccountState, event: Event, rule: ExternalRule) -> Firing | None:
+    """An external_signal of a kind listed for the trigger."""
+    if not isinstance(event, ExternalSignal) or event.properties.kind not in rule.kinds:
+        return None
+    return 1.0, {"kind": event.properties.kind, "detail": event.properties.detail or {}}
+
+
+def _external_why(e: dict[str, Any]) -> str:
+    return f"external signal: {e.get('kind')}"
+
+
+class RelationshipChangeRule(ExternalRule):
+    kinds: list[ExternalKind] = ["champion_promoted", "exec_sponsor_added"]
+
+
+class CompanyGrowthRule(ExternalRule):
+    kinds: list[ExternalKind] = ["funding_round", "headcount_growth"]
+
+
+RELATIONSHIP_CHANGE = Trigger(
+    "relationship_change",
+    "seat",
+    RelationshipChangeRule,
+    external_signal,
+    _external_why,
+    70,
+    external=True,
+)
+COMPANY_GROWTH = Trigger(
+    "company_growth",
+    "seat",
+    CompanyGrowthRule,
+    external_signal,
+    _external_why,
+    80,
+    external=True,
+)
+
+# The contract's eight triggers: the rules file and the detector know these.
+CATALOG = Catalog(
+    USAGE_CEILING,
+    SEAT_SATURATION,
+    NEW_DEPARTMENT,
+    GATED_FEATURE_DEMAND,
+    INVITE_SURGE,
+    POWER_USER_EMERGENCE,
+    RELATIONSHIP_CHANGE,
+    COMPANY_GROWTH,
+)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, get_args
 
+import orjson
 import pytest
 from scenario import (
     ACCOUNT,
@@ -26,10 +27,12 @@ from scenario import (
     usage,
 )
 
-from streams.domain.decide import route_and_score
+from streams.domain.decide import Detector, route_and_score
 from streams.domain.state import AccountState
-from streams.rules import parse
-from streams.signals import Decision, ExpansionSignal, signal_id
+from streams.events import decode
+from streams.rules import TRIGGERS, parse
+from streams.signals import Decision, DecisionReason, ExpansionSignal, signal_id
+from streams.simulate import simulate
 
 SMB = SHIPPED_RULES.for_segment("smb")
 
@@ -813,3 +816,37 @@ def test_every_signal_and_decision_matches_the_output_models() -> None:
     }
     assert [ExpansionSignal.model_validate(s).model_dump() for s in published] == published
     assert [Decision.model_validate(d).model_dump() for d in logged] == logged
+
+
+def test_a_simulated_base_gives_signals_and_decisions_exactly_as_the_models_write_them() -> None:
+    # the detector builds plain dicts for speed; the models are the contract they must match,
+    # field for field and in the models' order
+    detector = Detector(SHIPPED_RULES)
+    states: dict[str, AccountState] = {}
+    published, logged, served = [], [], []
+    for obj in simulate(accounts=40, days=75, seed=5):
+        (event,) = decode(orjson.dumps(obj)).events
+        state = states.setdefault(event.account_id, AccountState(event.account_id))
+        outcome = detector.apply(state, event)
+        published += outcome.signals
+        logged += outcome.decisions
+        served += [outcome.serving] if outcome.serving is not None else []
+
+    assert {s["trigger"] for s in published} == set(TRIGGERS)
+    assert {d["reason"] for d in logged} == set(get_args(DecisionReason))
+    for signal in published + served + [d["signal"] for d in logged]:
+        assert ExpansionSignal.model_validate(signal).model_dump() == signal
+        assert list(signal) == list(ExpansionSignal.model_fields)
+    for decision in logged:
+        assert Decision.model_validate(decision).model_dump() == decision
+        assert list(decision) == list(Decision.model_fields)
+
+
+def test_the_decision_reasons_are_the_gates_in_their_order_then_cooldown_and_collision() -> None:
+    assert get_args(DecisionReason) == (
+        "gated_not_activated",
+        "gated_health",
+        "gated_churn_risk",
+        "cooldown",
+        "collision",
+    )

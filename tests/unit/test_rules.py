@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from scenario import RULES_FILE
 
-from streams.rules import TRIGGERS, RulesError, default_rules, load, parse
+from streams.domain.triggers import ExpansionType
+from streams.rules import TRIGGERS, ExpansionShare, RulesError, default_rules, load, parse
 
 CONTRACT_DEFAULTS: dict[str, Any] = {
     "late_allowance_hours": 1,
@@ -262,22 +263,80 @@ def test_a_segment_that_is_not_a_mapping_raises_rules_error_naming_it() -> None:
 @pytest.mark.parametrize(
     ("priority", "path"),
     [
-        (list(TRIGGERS)[:-1], "defaults.priority"),
         ([*list(TRIGGERS)[:-1], "usage_ceiling"], "defaults.priority"),
         ([*list(TRIGGERS)[:-1], "page_views"], "defaults.priority.7"),
         ("usage_ceiling", "defaults.priority"),
     ],
-    ids=["missing", "duplicate", "unknown", "not a list"],
+    ids=["repeated", "unknown", "not a list"],
 )
 def test_a_bad_priority_list_raises_rules_error_naming_it(priority: Any, path: str) -> None:
     assert error_of({"defaults": {"priority": priority}}).startswith(f"rules: {path}: ")
 
 
 def test_a_bad_priority_list_in_a_segment_names_the_segment() -> None:
-    message = error_of({"segments": {"mid_market": {"priority": list(TRIGGERS)[1:]}}})
+    priority = ["invite_surge", "usage_ceiling", "invite_surge"]
+
+    message = error_of({"segments": {"mid_market": {"priority": priority}}})
 
     assert message.startswith("rules: segments.mid_market.priority: ")
-    assert "usage_ceiling" in message
+    assert "invite_surge" in message
+
+
+# -- leaving out what does not change ----------------------------------------------------
+
+
+def test_a_priority_listing_every_trigger_is_taken_as_written() -> None:
+    written = list(reversed(TRIGGERS))
+
+    rules = parse({"defaults": {"priority": written}})
+
+    assert rules.for_segment("smb").priority == written
+
+
+def test_a_partial_priority_refills_the_slots_of_the_triggers_it_lists_in_its_order() -> None:
+    rules = parse({"defaults": {"priority": ["company_growth", "seat_saturation"]}})
+
+    assert rules.for_segment("smb").priority == [
+        "usage_ceiling",
+        "company_growth",
+        "new_department",
+        "gated_feature_demand",
+        "invite_surge",
+        "power_user_emergence",
+        "relationship_change",
+        "seat_saturation",
+    ]
+
+
+def test_a_segments_partial_priority_starts_from_the_files_defaults() -> None:
+    defaults = ["company_growth", *TRIGGERS[:-1]]
+
+    rules = parse(
+        {
+            "defaults": {"priority": defaults},
+            "segments": {"enterprise": {"priority": ["relationship_change", "company_growth"]}},
+        }
+    )
+
+    assert rules.for_segment("smb").priority == defaults
+    assert rules.for_segment("enterprise").priority == [
+        "relationship_change",
+        *TRIGGERS[:-2],
+        "company_growth",
+    ]
+
+
+def test_a_file_may_leave_out_triggers_and_numbers_it_does_not_change() -> None:
+    rules = parse({"defaults": {"triggers": {"relationship_change": {"enabled": False}}}})
+
+    smb = rules.for_segment("smb")
+    assert smb.triggers.relationship_change.kinds == ["champion_promoted", "exec_sponsor_added"]
+    assert "relationship_change" not in smb.enabled
+    assert smb.triggers.invite_surge == default_rules().for_segment("smb").triggers.invite_surge
+
+
+def test_every_expansion_type_has_a_share_in_the_routing_rules() -> None:
+    assert set(ExpansionShare.model_fields) == set(get_args(ExpansionType))
 
 
 @pytest.mark.parametrize("levels", [[1.0, 0.8], [0.8, 0.8], [], [0.8, 11]])

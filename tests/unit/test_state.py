@@ -17,8 +17,8 @@ from scenario import (
     usage,
 )
 
-from streams.clock import day_of, month_of
-from streams.domain.state import HISTORY_DAYS, AccountState
+from streams.clock import DAY, day_of, month_of
+from streams.domain.state import HISTORY_DAYS, AccountState, TriggerMemory
 from streams.events import Event
 
 DAY0 = day_of(BASE.timestamp())
@@ -314,6 +314,26 @@ def test_state_survives_a_serialization_round_trip_unchanged() -> None:
     for name in AccountState.__slots__:
         if name not in AccountState.TRANSIENT:
             assert getattr(restored, name) == getattr(state, name), name
+
+
+def test_trigger_memory_and_the_primary_are_stored_as_the_lists_they_always_were() -> None:
+    state = AccountState("acme")
+    run(busy_account(), state=state)
+    published_at = BASE.timestamp() + 4.4 * DAY  # the fifth invite
+
+    stored = orjson.loads(state.to_bytes())
+
+    assert state.triggers == {
+        "invite_surge": TriggerMemory(1.0, published_at, ["1|cooldown"]),
+        "company_growth": TriggerMemory(None, None, ["1|collision"]),
+    }
+    assert stored[20] == {
+        "invite_surge": [1.0, published_at, ["1|cooldown"]],
+        "company_growth": [None, None, ["1|collision"]],
+    }
+    assert state.primary is not None and state.primary.at == published_at
+    assert stored[21] == [state.primary.signal, published_at]
+    assert AccountState.summary(state.to_bytes()) == (state.now, {"invite_surge": published_at})
 
 
 def test_a_restored_state_behaves_like_the_original() -> None:

@@ -21,7 +21,7 @@ from scenario import (
     usage,
 )
 
-from streams.domain.triggers import TRIGGER_CHECKS, Fired, evaluate
+from streams.domain.triggers import CATALOG, Fired, evaluate
 from streams.rules import Rules, parse
 
 
@@ -29,7 +29,9 @@ def check(trigger: str, *objs: dict[str, Any], rules: Rules = SHIPPED_RULES) -> 
     """Fold the events into a fresh account and check one trigger at the last of them."""
     evs = events(*objs)
     state = fold(evs)
-    return TRIGGER_CHECKS[trigger](state, evs[-1], rules.for_segment(state.segment))
+    rule = getattr(rules.for_segment(state.segment).triggers, trigger)
+    firing = CATALOG[trigger].check(state, evs[-1], rule)
+    return None if firing is None else Fired(trigger, *firing)
 
 
 def stamp(day: float) -> str:
