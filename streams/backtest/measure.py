@@ -11,6 +11,7 @@ from typing import Any
 
 from streams.backtest.replay import DecisionRecord, Expansion, Replay
 from streams.clock import day_of
+from streams.domain import gates
 from streams.rules import TRIGGERS
 
 WINDOW_DAYS = 90
@@ -20,7 +21,7 @@ COVERAGE_MIN = 0.40
 FPR_MAX = 0.50
 FIRE_RATE_RANGE = (0.05, 0.15)
 REASON_GROUPS = {
-    "gated": ("gated_not_activated", "gated_health", "gated_churn_risk"),
+    "gated": gates.REASONS,
     "cooldown": ("cooldown",),
     "collision": ("collision",),
 }
