@@ -96,7 +96,6 @@ class AccountState:
         "triggers",
         "primary",
         "pruned_day",
-        "inputs",
         *TRANSIENT,
     )
 
@@ -126,9 +125,6 @@ class AccountState:
         self.triggers: dict[str, list[Any]] = {}
         self.primary: list[Any] | None = None  # [signal dict, account clock when published]
         self.pruned_day = 0
-        # input partition -> (offset, part) of the last input message applied to this account:
-        # a message read again after a crash or a rebalance is at or below it, and is skipped
-        self.inputs: dict[int, tuple[int, int]] = {}
         # Not stored: revisions count changes to users and departments (activity), to
         # activity before today (history), to departments, to gate hits and invites
         # (tallies) and to usage and its limits, so that queries over them can be reused
@@ -337,7 +333,7 @@ class AccountState:
     def _dumps(self) -> bytes:
         return orjson.dumps(
             [
-                2,
+                3,
                 self.account_id,
                 self.now,
                 self.plan,
@@ -360,7 +356,6 @@ class AccountState:
                 self.triggers,
                 self.primary,
                 self.pruned_day,
-                [[partition, *position] for partition, position in self.inputs.items()],
             ]
         )
 
@@ -374,10 +369,10 @@ class AccountState:
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         values = orjson.loads(data)
-        if values[0] not in (1, 2):
+        if values[0] not in (1, 2, 3):
             raise ValueError(f"unknown account state version {values[0]}")
-        if values[0] == 1:
-            values.append([])  # version 1 kept no input positions
+        if values[0] == 2:
+            values.pop()  # input positions: kept beside the state since 3 (streams.io.accounts)
         state = cls(values[1])
         (
             state.now,
@@ -401,12 +396,10 @@ class AccountState:
             state.triggers,
             state.primary,
             state.pruned_day,
-            inputs,
         ) = values[2:]
         state.seats = set(seats)
         state.today = day_of(state.now) if state.now is not None else 0
         state.gate_hits = dict(map(tuple, gate_hits))
         state.invites = dict(map(tuple, invites))
         state.seen = dict(map(tuple, seen))
-        state.inputs = {partition: (offset, part) for partition, offset, part in inputs}
         return state
