@@ -49,3 +49,13 @@ class Collected:
                 self.signals.append(signal)
             if outcome.serving is not None:
                 self.serving[account_id] = outcome.serving
+
+    def forget(self, accounts: set[str]) -> None:
+        """Drop what these accounts led to, before their events are published again."""
+        dropped = [signal for signal in self.signals if signal["account_id"] in accounts]
+        self.ledger.difference_update(signal["signal_id"] for signal in dropped)
+        self.signals = [s for s in self.signals if s["account_id"] not in accounts]
+        self.decisions = [d for d in self.decisions if d["account_id"] not in accounts]
+        for account in accounts:
+            self.serving.pop(account, None)
+            self.deduplicated.pop(account, None)

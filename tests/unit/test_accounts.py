@@ -133,3 +133,18 @@ def test_collected_publishes_each_signal_id_once_as_the_ledger_does() -> None:
     assert collected.decisions == decisions(outcomes) * 2
     servings = [outcome.serving for outcome in outcomes if outcome.serving is not None]
     assert collected.serving == {"acme": servings[-1]}
+
+
+def test_collected_forgets_an_account_so_that_it_can_be_published_again() -> None:
+    outcomes = run(seat_history())
+    other = run(events(account(0), prefix="o", account_id="other"))
+    collected = Collected()
+    asyncio.run(collected.publish("acme", outcomes))
+    asyncio.run(collected.publish("other", other))
+
+    collected.forget({"acme"})
+    assert collected.signals == [] and collected.serving == {} and collected.ledger == set()
+    asyncio.run(collected.publish("acme", outcomes))
+
+    assert collected.signals == signals(outcomes) and collected.deduplicated == {}
+    assert collected.decisions == decisions(outcomes)
