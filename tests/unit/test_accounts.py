@@ -9,7 +9,6 @@ from scenario import (
     SHIPPED_RULES,
     account,
     active,
-    decisions,
     events,
     invite,
     run,
@@ -22,7 +21,6 @@ from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import Event
 from streams.io.accounts import Account, decode, encode, summarize
-from streams.publish import Collected
 
 POSITIONS = {0: (41, 0), 3: (7, 2)}
 
@@ -115,36 +113,3 @@ def test_apply_events_counts_duplicates_late_events_and_types() -> None:
     assert applied.by_type == {"account_updated": 1, "user_active": 2, "seat_assigned": 1}
     only_duplicates = apply_events(Detector(SHIPPED_RULES), state, history)
     assert only_duplicates.duplicates == 3 and not only_duplicates.changed
-
-
-def test_collected_publishes_each_signal_id_once_as_the_ledger_does() -> None:
-    outcomes = run(seat_history())
-    collected = Collected()
-
-    async def publish_twice() -> None:  # the second time as after a crash: the same again
-        for _ in range(2):
-            await collected.publish("acme", outcomes)
-
-    asyncio.run(publish_twice())
-
-    assert signals(outcomes) != [] and collected.signals == signals(outcomes)
-    assert collected.deduplicated == {"acme": len(signals(outcomes))}
-    assert collected.ledger == {signal["signal_id"] for signal in signals(outcomes)}
-    assert collected.decisions == decisions(outcomes) * 2
-    servings = [outcome.serving for outcome in outcomes if outcome.serving is not None]
-    assert collected.serving == {"acme": servings[-1]}
-
-
-def test_collected_forgets_an_account_so_that_it_can_be_published_again() -> None:
-    outcomes = run(seat_history())
-    other = run(events(account(0), prefix="o", account_id="other"))
-    collected = Collected()
-    asyncio.run(collected.publish("acme", outcomes))
-    asyncio.run(collected.publish("other", other))
-
-    collected.forget({"acme"})
-    assert collected.signals == [] and collected.serving == {} and collected.ledger == set()
-    asyncio.run(collected.publish("acme", outcomes))
-
-    assert collected.signals == signals(outcomes) and collected.deduplicated == {}
-    assert collected.decisions == decisions(outcomes)
