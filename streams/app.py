@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.web import Request, Response, View
 
 from streams.domain.decide import Detector
@@ -98,7 +99,10 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
         for tp in consumer.assignment():
             if tp.topic in input_topics:
                 labels = (tp.topic, str(tp.partition))
-                position = await consumer.position(tp)
+                try:
+                    position = await consumer.position(tp)
+                except IllegalStateError:
+                    continue  # revoked meanwhile by a rebalance: its next owner reports it
                 highwater = consumer.highwater(tp)  # None until the first fetch
                 committed = consumer.committed_offset(tp)  # None until the first commit
                 if position is not None and highwater is not None:
