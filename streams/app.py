@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import cast
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.web import Request, Response, View
 
 from streams.domain.decide import Detector
 from streams.io import kafka_security, metrics, transport
-from streams.io.agents import Pipeline, register
+from streams.io.accounts import AccountStore
+from streams.io.agents import Agent, register
+from streams.io.delivery import Delivery, raw_topic
 from streams.io.ledger import Ledger
+from streams.io.publisher import KafkaPublisher
+from streams.io.topics import reachable
 from streams.rules import Rules
 from streams.settings import Settings
 
@@ -44,8 +48,16 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
     """A Faust app running the detector with `rules` against the settings' broker and Redis."""
     app = new_faust_app(settings)
     ledger = Ledger(settings.redis_url, settings.redis_prefix)
-    pipeline = Pipeline(app, settings, Detector(rules), ledger)
-    register(app, pipeline)
+    delivery = Delivery()
+    accounts = AccountStore(app, settings, delivery)
+    publisher = KafkaPublisher(
+        raw_topic(app, settings.topic_signals),
+        raw_topic(app, settings.topic_decisions),
+        ledger,
+        delivery,
+    )
+    agent = Agent(app, settings, Detector(rules), accounts, publisher, ledger, delivery)
+    register(app, agent, accounts)
     input_topics = {settings.topic_events, settings.repartition_topic}
 
     @app.page("/metrics")
@@ -68,7 +80,7 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
                 if tp.topic in input_topics
             )
             redis_ok = await ledger.ping()
-            broker_ok = await reachable(settings.kafka_bootstrap or "")
+            broker_ok = await reachable(settings.kafka_bootstrap or "", timeout=1.0)
             ready = bool(assigned) and not app.rebalancing and redis_ok and broker_ok
             body = {
                 "ready": ready,
@@ -87,7 +99,10 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
         for tp in consumer.assignment():
             if tp.topic in input_topics:
                 labels = (tp.topic, str(tp.partition))
-                position = await consumer.position(tp)
+                try:
+                    position = await consumer.position(tp)
+                except IllegalStateError:
+                    continue  # revoked meanwhile by a rebalance: its next owner reports it
                 highwater = consumer.highwater(tp)  # None until the first fetch
                 committed = consumer.committed_offset(tp)  # None until the first commit
                 if position is not None and highwater is not None:
@@ -100,21 +115,7 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
 
     @app.timer(interval=15.0)
     async def report_state() -> None:
-        metrics.record_state(await pipeline.summaries(), triggers)
+        metrics.record_state(await accounts.summaries(), triggers)
         await ledger.ping()
 
-    app.pipeline = pipeline  # type: ignore[attr-defined]
     return app
-
-
-async def reachable(bootstrap: str, timeout: float = 1.0) -> bool:
-    """Whether any of the bootstrap servers accepts a TCP connection within `timeout`."""
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
-        except (TimeoutError, OSError, ValueError):
-            continue
-        writer.close()
-        return True
-    return False

@@ -132,7 +132,6 @@ class AccountState:
         "triggers",
         "primary",
         "pruned_day",
-        "inputs",
         *TRANSIENT,
     )
 
@@ -161,9 +160,6 @@ class AccountState:
         self.triggers: dict[str, TriggerMemory] = {}
         self.primary: Primary | None = None
         self.pruned_day = 0
-        # input partition -> (offset, part) of the last input message applied to this account:
-        # a message read again after a crash or a rebalance is at or below it, and is skipped
-        self.inputs: dict[int, tuple[int, int]] = {}
         # Not stored: revisions count changes to users and departments (activity), to
         # activity before today (history), to departments, to gate hits and invites
         # (tallies) and to usage and its limits, so that queries over them can be reused
@@ -372,7 +368,7 @@ class AccountState:
     def _dumps(self) -> bytes:
         return orjson.dumps(
             [
-                2,
+                3,
                 self.account_id,
                 self.now,
                 self.plan,
@@ -395,7 +391,6 @@ class AccountState:
                 self.triggers,
                 self.primary,
                 self.pruned_day,
-                [[partition, *position] for partition, position in self.inputs.items()],
             ],
             default=_stored,
             option=orjson.OPT_PASSTHROUGH_DATACLASS,
@@ -412,10 +407,10 @@ class AccountState:
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         values = orjson.loads(data)
-        if values[0] not in (1, 2):
+        if values[0] not in (1, 2, 3):
             raise ValueError(f"unknown account state version {values[0]}")
-        if values[0] == 1:
-            values.append([])  # version 1 kept no input positions
+        if values[0] == 2:
+            values.pop()  # input positions: kept beside the state since 3 (streams.io.accounts)
         state = cls(values[1])
         (
             state.now,
@@ -439,7 +434,6 @@ class AccountState:
             triggers,
             primary,
             state.pruned_day,
-            inputs,
         ) = values[2:]
         state.seats = set(seats)
         state.today = day_of(state.now) if state.now is not None else 0
@@ -448,5 +442,4 @@ class AccountState:
         state.seen = dict(map(tuple, seen))
         state.triggers = {name: TriggerMemory(*memory) for name, memory in triggers.items()}
         state.primary = None if primary is None else Primary(*primary)
-        state.inputs = {partition: (offset, part) for partition, offset, part in inputs}
         return state

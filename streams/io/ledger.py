@@ -15,10 +15,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.clock import DAY
 from streams.io import metrics
+from streams.io.backoff import backoff_delays
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LEDGER_TTL_SECONDS = int(90 * DAY)  # longer than any cooldown or replay horizon
+RETRY_FIRST_DELAY = 0.25  # seconds; then doubling up to retry_max_seconds
 # Move a partition's checkpoint forward only: two workers may overlap during a rebalance.
 _ADVANCE = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
@@ -52,7 +54,7 @@ class Ledger:
         self.reachable = True
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
-        delay = 0.25
+        delays = None  # made at the first failure: most operations succeed at once
         while True:
             try:
                 result = await operation()
@@ -66,8 +68,9 @@ class Ledger:
                         error.__class__.__name__,
                     )
                 self.reachable = False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_seconds)
+                if delays is None:
+                    delays = backoff_delays(RETRY_FIRST_DELAY, self.retry_max_seconds)
+                await asyncio.sleep(next(delays))
                 continue
             if not self.reachable:
                 log.warning("Redis reachable again at %s", redacted(self.url))

@@ -1,13 +1,12 @@
-"""Topic creation at start-up, and the partition a producer's default partitioner picks."""
+"""Topic creation at start-up, whether the broker answers, and the partition a key goes to."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -23,13 +22,12 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 
+from streams.io.backoff import FIRST_DELAY, backoff_delays
+
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
 DEFAULT_WAIT_SECONDS = 300.0  # BROKER_WAIT_SECONDS
-FIRST_DELAY = 0.5
-MAX_DELAY = 10.0
-JITTER = 0.1
 # The broker answered and said no to the SASL set-up: waiting will not change that.
 AUTH_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
 
@@ -46,22 +44,6 @@ class TopicCreationError(RuntimeError):
 def partition_for(key: bytes, partitions: int) -> int:
     """Return the partition Kafka's default (murmur2) partitioner sends `key` to."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def backoff_delays(
-    first: float = FIRST_DELAY,
-    cap: float = MAX_DELAY,
-    jitter: float = JITTER,
-    rng: Callable[[], float] = random.random,
-) -> Iterator[float]:
-    """Waits between attempts: `first`, doubling up to `cap`, each within ±`jitter` of that.
-
-    The jitter keeps several workers started together from knocking in step.
-    """
-    delay = first
-    while True:
-        yield delay * (1 + jitter * (2 * rng() - 1))
-        delay = min(cap, delay * 2)
 
 
 async def ensure_topics(
@@ -218,17 +200,15 @@ async def _create(admin: AIOKafkaAdminClient, missing: list[str], partitions: in
     log.info("created topics %s with %d partitions", ", ".join(missing), partitions)
 
 
-async def _probe(bootstrap: str) -> None:
-    """Raise OSError unless some bootstrap server accepts a TCP connection."""
+async def _probe(bootstrap: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Raise OSError unless some bootstrap server accepts a TCP connection within `timeout`."""
     error: OSError = OSError(f"no bootstrap servers in {bootstrap!r}")
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
         if not host:  # aiokafka's default port applies to a bare host name
             host, port = port, "9092"
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port)), CONNECT_TIMEOUT
-            )
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
         except OSError as exc:
             error = exc
             continue
@@ -236,3 +216,12 @@ async def _probe(bootstrap: str) -> None:
         await writer.wait_closed()
         return
     raise error
+
+
+async def reachable(bootstrap: str, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Whether some bootstrap server accepts a TCP connection within `timeout`."""
+    try:
+        await _probe(bootstrap, timeout)
+    except (OSError, ValueError):  # ValueError: a port that is not a number
+        return False
+    return True

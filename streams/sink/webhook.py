@@ -36,8 +36,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streams.io import kafka_security
+from streams.io.backoff import backoff_delays
 from streams.io.ledger import LEDGER_TTL_SECONDS, redacted
-from streams.io.topics import BrokerUnavailable, TopicCreationError, backoff_delays, ensure_topics
+from streams.io.topics import BrokerUnavailable, TopicCreationError, ensure_topics
 from streams.logs import fatal, logging_config
 from streams.settings import Settings
 from streams.signals import Route

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from streams.clock import DAY
 from streams.domain.state import AccountState
 from streams.io import metrics
-from streams.io.agents import SUMMARY_SLICE, summarize
+from streams.io.accounts import SUMMARY_SLICE, Account, encode, summarize
 from streams.logs import ExpectedErrors, JsonFormatter, logging_config
 from streams.settings import ROOT
 
@@ -27,6 +27,11 @@ def stored(account: str, clock: float | None, published: dict[str, float]) -> by
     state.triggers = {name: [1.0, at, []] for name, at in published.items()}
     state.triggers["invite_surge"] = [None, None, ["1|cooldown"]]  # logged, never published
     return state.to_bytes()
+
+
+def table_value(state: bytes) -> bytes:
+    """The account table's value of a state, with the input positions stored beside it."""
+    return encode(Account(AccountState.from_bytes(state), {0: (41, 0), 3: (7, 2)}))
 
 
 def gauge(name: str, **labels: str) -> float | None:
@@ -54,7 +59,10 @@ def test_trigger_reach_counts_active_accounts_over_the_last_90_days_of_event_tim
 
 
 def test_summarizing_many_accounts_lets_messages_be_processed_in_between() -> None:
-    values = [stored(f"a{n}", NOW - n, {"usage_ceiling": NOW}) for n in range(3 * SUMMARY_SLICE)]
+    values = [
+        table_value(stored(f"a{n}", NOW - n, {"usage_ceiling": NOW}))
+        for n in range(3 * SUMMARY_SLICE)
+    ]
     turns: list[int] = []
 
     async def scenario() -> tuple[list[tuple[int, float | None, dict[str, float]]], int]:

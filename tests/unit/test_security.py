@@ -28,15 +28,9 @@ from redis.asyncio.connection import parse_url
 
 from streams.embedded import free_port
 from streams.io import kafka_security
+from streams.io.backoff import FIRST_DELAY, JITTER, MAX_DELAY, backoff_delays
 from streams.io.ledger import redacted
-from streams.io.topics import (
-    FIRST_DELAY,
-    JITTER,
-    MAX_DELAY,
-    BrokerUnavailable,
-    backoff_delays,
-    ensure_topics,
-)
+from streams.io.topics import BrokerUnavailable, ensure_topics
 from streams.settings import ROOT, Settings
 
 KAFKA_SECRET = "kafka-pw-Zq8x"

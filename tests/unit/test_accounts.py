@@ -1,0 +1,115 @@
+"""The account store's values and the shared per-account bookkeeping, without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from scenario import (
+    SHIPPED_RULES,
+    account,
+    active,
+    events,
+    invite,
+    run,
+    seat,
+    signals,
+)
+
+from streams.domain.account import apply_events
+from streams.domain.decide import Detector
+from streams.domain.state import AccountState
+from streams.events import Event
+from streams.io.accounts import Account, decode, encode, summarize
+
+POSITIONS = {0: (41, 0), 3: (7, 2)}
+
+
+def seat_history() -> list[Event]:
+    return events(
+        account(0, seat_limit=10, segment="mid_market"),
+        *[seat(0, f"u{n}") for n in range(9)],
+        *[invite(1 + n / 10, "u1") for n in range(5)],
+    )
+
+
+def busy_state() -> AccountState:
+    state = AccountState("acme")
+    assert signals(run(seat_history(), state=state)) != []
+    return state
+
+
+def test_a_value_holds_the_positions_beside_the_state() -> None:
+    state = busy_state()
+
+    value = encode(Account(state, dict(POSITIONS)))
+    restored = decode(value)
+
+    assert value == b"[3,[0,41,0,3,7,2]," + state.to_bytes() + b"]"
+    assert orjson.loads(value) == [3, [0, 41, 0, 3, 7, 2], orjson.loads(state.to_bytes())]
+    assert restored.positions == POSITIONS
+    assert restored.state.to_bytes() == state.to_bytes()
+    assert decode(encode(Account(AccountState("new"), {}))).positions == {}
+
+
+def test_a_value_stored_by_version_2_is_read_with_its_positions() -> None:
+    state = busy_state()
+    fields = orjson.loads(state.to_bytes())[1:]
+    version_2 = orjson.dumps([2, *fields, [[0, 41, 0], [3, 7, 2]]])
+
+    restored = decode(version_2)
+
+    assert restored.positions == POSITIONS
+    assert restored.state.to_bytes() == state.to_bytes()
+    assert len(encode(restored)) <= len(version_2) + 4  # the stored size does not grow
+
+
+def test_a_value_stored_by_version_1_is_read_with_no_positions() -> None:
+    state = busy_state()
+    version_1 = orjson.dumps([1, *orjson.loads(state.to_bytes())[1:]])
+
+    restored = decode(version_1)
+
+    assert restored.positions == {}
+    assert restored.state.to_bytes() == state.to_bytes()
+
+
+def test_a_message_at_or_below_the_position_applied_is_a_reread() -> None:
+    held = Account(AccountState("acme"), {})
+
+    assert held.advance(0, (41, 0))
+    assert not held.advance(0, (41, 0))  # the same message again
+    assert not held.advance(0, (40, 5))
+    assert held.advance(0, (41, 1))  # the next part of a forwarded message
+    assert held.advance(3, (2, 0))  # another input partition has positions of its own
+    assert held.positions == {0: (41, 1), 3: (2, 0)}
+
+
+def test_summaries_read_values_of_every_version() -> None:
+    state = busy_state()
+    fields = orjson.loads(state.to_bytes())[1:]
+    values = [
+        encode(Account(state, dict(POSITIONS))),
+        orjson.dumps([2, *fields, [[0, 41, 0]]]),
+        orjson.dumps([1, *fields]),
+    ]
+
+    rows = asyncio.run(summarize(values))
+
+    assert len({(clock, tuple(published)) for _, clock, published in rows}) == 1
+    assert [size for size, _, _ in rows] == [len(value) for value in values]
+
+
+def test_apply_events_counts_duplicates_late_events_and_types() -> None:
+    history = events(account(10), active(10, "u1"), seat(10, "u2"))
+    again = events(active(10, "u1"), prefix="e")[0]  # e1 again: a duplicate of the update
+    late = events(active(8, "u3"), prefix="late")[0]  # two days behind the account's clock
+    state = AccountState("acme")
+
+    applied = apply_events(Detector(SHIPPED_RULES), state, [*history, again, late])
+
+    assert len(applied.outcomes) == 5
+    assert applied.duplicates == 1 and applied.late == 1 and applied.changed
+    assert applied.by_type == {"account_updated": 1, "user_active": 2, "seat_assigned": 1}
+    only_duplicates = apply_events(Detector(SHIPPED_RULES), state, history)
+    assert only_duplicates.duplicates == 3 and not only_duplicates.changed
