@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -12,10 +13,12 @@ from typing import Any
 
 import orjson
 
-from streams.clock import DAY, day_of
+from streams.clock import day_of
+from streams.domain.account import apply_events
 from streams.domain.decide import Detector
 from streams.domain.state import AccountState
-from streams.events import Event, decode
+from streams.events import Event, decode, parse_timestamp
+from streams.publish import Collected
 from streams.rules import Rules
 
 KEPT_SKIPS = 1_000  # skipped lines listed in the results
@@ -62,54 +65,52 @@ class Run:
 
     label: str
     rules: Rules
+    # what left the decision code, through the same publisher seam as the worker's outputs
+    published: Collected = field(default_factory=Collected)
     signals: list[dict[str, Any]] = field(default_factory=list)  # published, in order
     decisions: list[DecisionRecord] = field(default_factory=list)
     duplicates: Counter[str] = field(default_factory=Counter)  # by account
     late: Counter[str] = field(default_factory=Counter)
-    deduplicated: Counter[str] = field(default_factory=Counter)  # held back by the ledger
-    ledger: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.detector = Detector(self.rules)
 
-    def apply(self, state: AccountState, event: Event) -> None:
-        """One event through the detector, then the ledger, as the worker's Pipeline does."""
-        outcome = self.detector.apply(state, event)
-        if outcome.duplicate:
+    @property
+    def deduplicated(self) -> Counter[str]:
+        """Signals held back by the ledger, by account."""
+        return self.published.deduplicated
+
+    async def apply(self, state: AccountState, event: Event) -> None:
+        """One event through the detector and the publisher, as the worker's agent does."""
+        applied = apply_events(self.detector, state, (event,))
+        if applied.duplicates:
             self.duplicates[event.account_id] += 1
             return
-        if outcome.late:
+        if applied.late:
             self.late[event.account_id] += 1
-        if outcome.signals:
-            for signal in outcome.signals:
-                if signal["signal_id"] in self.ledger:
-                    self.deduplicated[event.account_id] += 1
-                    continue
-                self.ledger.add(signal["signal_id"])
-                self.signals.append(signal)
-        if outcome.decisions:
-            day = int(event.timestamp // DAY)
-            for decision in outcome.decisions:
-                self.decisions.append(
-                    DecisionRecord(
-                        decision["decision_id"],
-                        decision["account_id"],
-                        decision["trigger"],
-                        decision["signal"]["route"],
-                        decision["reason"],
-                        day,
-                    )
-                )
+        await self.published.publish(event.account_id, applied.outcomes)
 
     def forget(self, accounts: set[str]) -> None:
         """Drop what these accounts led to, before they are replayed again."""
-        dropped = [s for s in self.signals if s["account_id"] in accounts]
-        self.ledger.difference_update(s["signal_id"] for s in dropped)
-        self.signals = [s for s in self.signals if s["account_id"] not in accounts]
-        self.decisions = [d for d in self.decisions if d.account_id not in accounts]
-        for counter in (self.duplicates, self.late, self.deduplicated):
+        self.published.forget(accounts)
+        for counter in (self.duplicates, self.late):
             for account in accounts:
                 counter.pop(account, None)
+
+    def finish(self) -> None:
+        """Keep what the measures read of the published outputs."""
+        self.signals = self.published.signals
+        self.decisions = [
+            DecisionRecord(
+                decision["decision_id"],
+                decision["account_id"],
+                decision["trigger"],
+                decision["signal"]["route"],
+                decision["reason"],
+                day_of(parse_timestamp(decision["detected_at"])),
+            )
+            for decision in self.published.decisions
+        ]
 
 
 @dataclass
@@ -184,6 +185,15 @@ def replay(
     replayed in one streaming pass, and any account that is not is replayed again, sorted, in a
     second pass that holds only that account's events in memory.
     """
+    return asyncio.run(_replay(path, rulesets, on_skip, progress))
+
+
+async def _replay(
+    path: str | Path,
+    rulesets: Sequence[tuple[str, Rules]],
+    on_skip: Callable[[Skipped], None] | None,
+    progress: ReadProgress | None,
+) -> Replay:
     result = Replay(str(path), [Run(label, rules) for label, rules in rulesets])
     runs = result.runs
 
@@ -213,7 +223,7 @@ def replay(
             continue
         clocks[account] = ts
         for run, state in zip(runs, states[account], strict=True):
-            run.apply(state, event)
+            await run.apply(state, event)
 
     reordered = {account for account, clock in clocks.items() if clock == float("inf")}
     if reordered:
@@ -225,7 +235,9 @@ def replay(
         fresh = {account: [AccountState(account) for _ in runs] for account in reordered}
         for event in held:
             for run, state in zip(runs, fresh[event.account_id], strict=True):
-                run.apply(state, event)
+                await run.apply(state, event)
+    for run in runs:
+        run.finish()
     return result
 
 
