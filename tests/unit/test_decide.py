@@ -32,7 +32,7 @@ from streams.domain.state import AccountState
 from streams.events import decode
 from streams.rules import TRIGGERS, parse
 from streams.signals import Decision, DecisionReason, ExpansionSignal, signal_id
-from streams.simulate import simulate
+from streams.simulate.world import simulate
 
 SMB = SHIPPED_RULES.for_segment("smb")
 
