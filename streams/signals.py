@@ -102,8 +102,8 @@ class DlqRecord(BaseModel):
     topic: str
     partition: int = Field(ge=0)
     offset: int = Field(ge=0)
-    raw: str
     index: int | None = Field(default=None, ge=0, description="position in a batch envelope")
+    raw: str
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
     raw_size: int | None = Field(default=None, ge=0, description="bytes of the rejected input")
     raw_truncated: bool = False
@@ -161,3 +161,6 @@ class ScorecardRow(BaseModel):
     recommended_motion: Literal["not_ready", "self_serve", "csm_led", "sales_led", "none"]
     estimated_expansion_acv: float = Field(ge=0)
     updated_at: str
+
+
+rejection_record = _record(DlqRecord)

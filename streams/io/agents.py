@@ -21,6 +21,7 @@ from streams.io.reconcile import reconcile
 from streams.io.topics import partition_for
 from streams.publish import Publisher
 from streams.settings import Settings
+from streams.signals import rejection_record
 
 log = logging.getLogger(__name__)
 # Kept of a rejected input in its DLQ record, so that the record itself stays well under
@@ -44,18 +45,18 @@ def dlq_record(rejection: Rejection, message: Any) -> bytes:
     else:
         raw, encoding, truncated = text[:DLQ_RAW_LIMIT], "utf-8", len(text) > DLQ_RAW_LIMIT
     return orjson.dumps(
-        {
-            "reason": rejection.reason,
-            "detail": rejection.detail,
-            "topic": message.topic,
-            "partition": message.partition,
-            "offset": message.offset,
-            "index": rejection.index,
-            "raw": raw,
-            "raw_encoding": encoding,
-            "raw_size": len(rejection.raw),
-            "raw_truncated": truncated,
-        }
+        rejection_record(
+            reason=rejection.reason,
+            detail=rejection.detail,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            index=rejection.index,
+            raw=raw,
+            raw_encoding=encoding,
+            raw_size=len(rejection.raw),
+            raw_truncated=truncated,
+        )
     )
 
 
