@@ -1,4 +1,4 @@
-"""Command line: python -m streams worker|demo|simulate|backtest|broker."""
+"""Command line: python -m streams worker|demo|simulate|backtest|broker|kafka."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ commands:
   backtest   replay an events file through the detector; per-trigger coverage and
              false positives against an outcomes file, rules files side by side
   broker     run the embedded Kafka-compatible broker (Tansu) in the foreground
+  kafka      run an Apache Kafka broker (KRaft, single node) in the foreground
 """
 
 
@@ -157,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         from streams.embedded import main as broker
 
         return broker(rest)
+    if command == "kafka":
+        from streams.apache_kafka import main as kafka
+
+        return kafka(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
