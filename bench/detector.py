@@ -117,7 +117,9 @@ class SignalReader(threading.Thread):
     def run(self) -> None:
         try:
             # partition -> offset of its last signal when the reader started
-            ends = topic_end_offsets(self._servers, self._topic, range(self._partitions))
+            ends = topic_end_offsets(
+                self._servers, self._topic, range(self._partitions), tansu=True
+            )
             behind = {p: end - 1 for p, end in asyncio.run(ends).items() if end > 0}
             while not self._done.is_set():
                 if not behind:

@@ -60,9 +60,7 @@ class KafkaBroker(BrokerProcess):
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.mkdir(parents=True)
         properties = self.data_dir / "server.properties"
-        properties.write_text(
-            "".join(f"{key}={value}\n" for key, value in self.settings().items())
-        )
+        properties.write_text("".join(f"{key}={value}\n" for key, value in self.settings().items()))
         # KRaft storage must be formatted with a cluster id before the first start.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         formatted = subprocess.run(

@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     redis_prefix: str = "expsig:"
     embedded_broker: bool = Field(
         default=False,
-        description="the broker is the embedded Tansu: send single-record batches so that "
-        "changelog recovery restores every update",
+        description="the broker is Tansu (the embedded one or another): its workarounds in "
+        "streams.io.transport apply",
     )
     data_dir: Path = Path(".run/data")
     broker_rebalance_timeout: float = 3.0

@@ -18,6 +18,7 @@ from aiokafka.errors import (
     KafkaError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
     UnsupportedSaslMechanismError,
     for_code,
 )
@@ -30,6 +31,7 @@ DEFAULT_WAIT_SECONDS = 300.0  # BROKER_WAIT_SECONDS
 FIRST_DELAY = 0.5
 MAX_DELAY = 10.0
 JITTER = 0.1
+METADATA_WAIT_SECONDS = 10.0  # for a new topic's partitions to show in the metadata
 # The broker answered and said no to the SASL set-up: waiting will not change that.
 AUTH_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
 
@@ -196,10 +198,30 @@ async def _create_missing(
         missing = [name for name in dict.fromkeys(names) if name not in existing]
         if missing:
             await _create(admin, missing, partitions)
-        described = await admin.describe_topics(list(dict.fromkeys(names)))
-        return {topic["topic"]: len(topic["partitions"]) for topic in described}
+        return await _partition_counts(admin, list(dict.fromkeys(names)))
     finally:
         await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Each topic's partition count, once the broker's metadata shows every one of them.
+
+    Kafka acknowledges a topic's creation before its metadata lists the partitions.
+    """
+    deadline = time.monotonic() + METADATA_WAIT_SECONDS
+    while True:
+        described = await admin.describe_topics(names)
+        counts = {
+            topic["topic"]: len(topic["partitions"])
+            for topic in described
+            if topic["error_code"] == 0 and topic["partitions"]
+        }
+        if len(counts) == len(names):
+            return counts
+        if time.monotonic() > deadline:
+            unknown = sorted(set(names) - set(counts))
+            raise UnknownTopicOrPartitionError(f"no partitions listed yet for {unknown}")
+        await asyncio.sleep(0.1)
 
 
 async def _create(admin: AIOKafkaAdminClient, missing: list[str], partitions: int) -> None:

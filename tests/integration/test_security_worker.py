@@ -159,7 +159,6 @@ def run_worker(tmp_path: Path, kafka_bootstrap: str, **env: str) -> subprocess.C
         env={
             **os.environ,
             "KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "EMBEDDED_BROKER": "1",
             "APP_ID": app_id,
             "TOPIC_EVENTS": f"{app_id}-events",
             "WEB_PORT": str(free_port()),
