@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import base64
 import shutil
-import signal
 import subprocess
 import uuid
 from pathlib import Path
 
-from streams.embedded import BrokerProcess, BrokerStartError, free_port
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.embedded import BrokerProcess, BrokerStartError, free_port, serve
 from streams.settings import ROOT
 
 ENSURE_SCRIPT = ROOT / "scripts" / "ensure-kafka.sh"
@@ -87,6 +88,12 @@ class KafkaBroker(BrokerProcess):
             "log.dirs": str((self.data_dir / "log").resolve()),
         }
 
+    @staticmethod
+    async def probe(admin: AIOKafkaAdminClient) -> None:
+        # Kafka creates the group coordinator's topic at the first FindCoordinator; until
+        # its partitions have a leader, a worker's group join logs errors.
+        await admin.find_coordinator("expansion-detector-probe")
+
     def stop(self) -> None:
         super().stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
@@ -110,10 +117,4 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, help="loopback port to listen on (default: a free one)")
     args = parser.parse_args(argv)
 
-    with KafkaBroker(port=args.port) as broker:
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
-        # Blocked only after the broker has started: a child inherits the signal mask.
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        print(f"Apache Kafka broker at {broker.bootstrap} — Ctrl-C to stop", flush=True)
-        signal.sigwait(stop_signals)
-    return 0
+    return serve(KafkaBroker(port=args.port))

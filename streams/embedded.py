@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -114,13 +115,18 @@ class BrokerProcess:
                     f"{self.name} exited with code {self.process.returncode}; "
                     f"see {self.log_path}:\n{self._log_tail()}"
                 )
-            if _accepts_connections(self.port) and _answers_metadata(self.bootstrap):
+            if _accepts_connections(self.port) and _answers(self.bootstrap, self.probe):
                 return
             time.sleep(0.1)
         raise BrokerStartError(
             f"{self.name} at {self.bootstrap} did not answer within {self.start_timeout:g}s; "
             f"see {self.log_path}:\n{self._log_tail()}"
         )
+
+    @staticmethod
+    async def probe(admin: AIOKafkaAdminClient) -> None:
+        """Ask what must be answered before the broker counts as started."""
+        await admin.list_topics()
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
@@ -132,7 +138,7 @@ class BrokerProcess:
 class EmbeddedBroker(BrokerProcess):
     """A Tansu broker process on a loopback port; its topics live only as long as it does."""
 
-    name = "embedded broker"
+    name = "embedded Kafka broker (Tansu)"
 
     def command(self) -> list[str]:
         url = f"tcp://{self.bootstrap}"
@@ -154,22 +160,33 @@ def _accepts_connections(port: int) -> bool:
         return False
 
 
-def _answers_metadata(bootstrap: str) -> bool:
-    async def probe() -> None:
+def _answers(bootstrap: str, probe: Callable[[AIOKafkaAdminClient], Awaitable[None]]) -> bool:
+    async def ask() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
             await admin.start()
-            await admin.list_topics()
+            await probe(admin)
         finally:
             await admin.close()
 
     # A thread of its own, because start() may be called from inside a running event loop.
     with ThreadPoolExecutor(max_workers=1) as pool:
         try:
-            pool.submit(asyncio.run, probe()).result()
+            pool.submit(asyncio.run, ask()).result()
         except (KafkaError, OSError):  # TimeoutError is an OSError
             return False
     return True
+
+
+def serve(broker: BrokerProcess) -> int:
+    """Run `broker` in the foreground until SIGINT or SIGTERM."""
+    with broker:
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        # Blocked only after the broker has started: a child inherits the signal mask.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        print(f"{broker.name} at {broker.bootstrap} — Ctrl-C to stop", flush=True)
+        signal.sigwait(stop_signals)
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -179,11 +196,4 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--port", type=int, help="loopback port to listen on (default: a free one)")
     args = parser.parse_args(argv)
-
-    with EmbeddedBroker(port=args.port) as broker:
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
-        # Blocked only after the broker has started: a child inherits the signal mask.
-        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        print(f"embedded Kafka broker (Tansu) at {broker.bootstrap} — Ctrl-C to stop", flush=True)
-        signal.sigwait(stop_signals)
-    return 0
+    return serve(EmbeddedBroker(port=args.port))
