@@ -17,13 +17,13 @@ from streams.settings import ROOT
 ENSURE_SCRIPT = ROOT / "scripts" / "ensure-kafka.sh"
 LOG_CONFIG = ROOT / "scripts" / "kafka" / "log4j2.properties"
 HEAP = "512m"
-# Settings the project's tests and docker-compose.yml share; the ports and paths are added.
+# The broker's settings that docker-compose.yml repeats (tests/unit/test_operations_files.py
+# checks it); listeners, ports and paths are added per broker.
 SETTINGS = {
     "process.roles": "broker,controller",
     "node.id": "1",
     "controller.listener.names": "CONTROLLER",
     "inter.broker.listener.name": "PLAINTEXT",
-    "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
     # One broker: internal topics cannot be replicated.
     "offsets.topic.replication.factor": "1",
     "transaction.state.log.replication.factor": "1",
@@ -32,7 +32,10 @@ SETTINGS = {
     "share.coordinator.state.topic.min.isr": "1",
     # A group's first member is not held back waiting for others.
     "group.initial.rebalance.delay.ms": "0",
-    # Few partitions for the group coordinator's topic: it is created at the first join.
+}
+# A broker for one machine's tests: few threads, and few partitions for the group
+# coordinator's topic, which is created while the broker starts.
+SMALL = {
     "offsets.topic.num.partitions": "4",
     "num.network.threads": "2",
     "num.io.threads": "4",
@@ -78,11 +81,13 @@ class KafkaBroker(BrokerProcess):
         return [*java, "-cp", classpath, "kafka.Kafka", str(properties)]
 
     def settings(self) -> dict[str, str]:
-        """server.properties: SETTINGS with this broker's ports and data directory."""
+        """server.properties: SETTINGS, SMALL, this broker's listeners and data directory."""
         listener = f"PLAINTEXT://{self.bootstrap}"
         return {
             **SETTINGS,
+            **SMALL,
             "listeners": f"{listener},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "advertised.listeners": listener,
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "log.dirs": str((self.data_dir / "log").resolve()),
