@@ -31,7 +31,13 @@ def worker(argv: list[str]) -> int:
     from streams.io import kafka_security
     from streams.io.ledger import redacted
     from streams.io.metrics import describe_build
-    from streams.io.topics import BrokerUnavailable, TopicCreationError, ensure_topics
+    from streams.io.topics import (
+        BrokerUnavailable,
+        SessionTimeoutRefused,
+        TopicCreationError,
+        check_session_timeout,
+        ensure_topics,
+    )
     from streams.logs import fatal, logging_config
     from streams.rules import RulesError, load
     from streams.settings import Settings
@@ -96,7 +102,9 @@ def worker(argv: list[str]) -> int:
             counts = asyncio.run(
                 ensure_topics(bootstrap, others, partitions, wait_seconds=wait, security=security)
             )
-    except (BrokerUnavailable, TopicCreationError) as error:
+        timeout = settings.broker_session_timeout
+        asyncio.run(check_session_timeout(bootstrap, timeout, security))
+    except (BrokerUnavailable, TopicCreationError, SessionTimeoutRefused) as error:
         return fatal(str(error), settings.log_format, code=3)
     for topic in (settings.topic_events, settings.repartition_topic):
         if topic in counts and counts[topic] != partitions:

@@ -77,13 +77,13 @@ class KafkaIO:
         self.bootstrap = bootstrap
         self.tansu = tansu
         # murmur2_random is what the contract asks of librdkafka producers. Tansu has no
-        # idempotent producer, and it would silently create an unknown topic with its own
-        # partition count, so both stay off.
+        # idempotent producer. A broker may silently create an unknown topic with its own
+        # partition count, so that stays off.
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
                 "partitioner": "murmur2_random",
-                "enable.idempotence": False,
+                "enable.idempotence": not tansu,
                 "allow.auto.create.topics": False,
                 "linger.ms": 5,
                 # room for messages over the detector's 1 MiB limit, to test that limit

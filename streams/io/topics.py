@@ -1,4 +1,5 @@
-"""Topic creation at start-up, and the partition a producer's default partitioner picks."""
+"""Start-up on the broker (topics created when missing, the session timeout checked), and the
+partition a producer's default partitioner picks."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     IllegalSaslStateError,
     KafkaConnectionError,
@@ -42,6 +44,10 @@ class BrokerUnavailable(RuntimeError):
 
 class TopicCreationError(RuntimeError):
     """The broker answered but refused to create a topic (bad name, partition count, ...)."""
+
+
+class SessionTimeoutRefused(RuntimeError):
+    """The broker accepts no group member with the worker's session timeout."""
 
 
 @lru_cache(maxsize=65_536)  # called per account per message; murmur2 is pure Python
@@ -151,6 +157,44 @@ async def ensure_topics(
         delay = min(next(delays), deadline - now)
         log.debug("broker %s: attempt %d failed; next in %.2fs", bootstrap, attempt, delay)
         await asyncio.sleep(delay)
+
+
+async def check_session_timeout(
+    bootstrap: str, seconds: float, security: Mapping[str, Any] | None = None
+) -> None:
+    """Raise SessionTimeoutRefused if the broker's group.min/max.session.timeout.ms leave out
+    `seconds`: it refuses such a member's join, and the worker would wait for ever.
+
+    A broker that does not tell its settings (Tansu) is not checked.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+    )
+    names = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        broker_id = str(cluster["brokers"][0]["node_id"])
+        wanted = ConfigResource(ConfigResourceType.BROKER, broker_id, dict.fromkeys(names))
+        response = (await admin.describe_configs([wanted]))[0]
+    except (KafkaError, IndexError, KeyError):
+        return
+    finally:
+        await admin.close()
+    found = {
+        entry[0]: entry[1]
+        for error_code, *_, entries in response.resources
+        if error_code == 0
+        for entry in entries
+    }
+    if set(found) != set(names):
+        return
+    least, most = (int(found[name]) / 1000 for name in names)
+    if not least <= seconds <= most:
+        raise SessionTimeoutRefused(
+            f"broker {bootstrap} accepts session timeouts of {least:g}-{most:g}s "
+            f"(group.min/max.session.timeout.ms), not BROKER_SESSION_TIMEOUT={seconds:g}"
+        )
 
 
 class _ClientErrors(logging.Filter):

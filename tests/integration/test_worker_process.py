@@ -15,7 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
 from builders import healthy_account, seats
+from harness import app_env, broker_kinds
 
 from streams.embedded import free_port
 from streams.settings import ROOT
@@ -192,3 +194,24 @@ def test_output_topics_made_by_someone_else_may_have_any_partition_count(
     assert [orjson.loads(r["value"])["reason"] for r in rejected] == ["not_json"]
     assert kafka_io.partitions(names["TOPIC_SIGNALS"]) == [0, 1]
     assert "Traceback" not in worker.log_path.read_text()
+
+
+# Tansu does not tell its settings; the check is Kafka's.
+@pytest.mark.parametrize("kind", [kind for kind in broker_kinds() if kind == "kafka"])
+def test_a_session_timeout_the_broker_refuses_stops_start_up_with_one_line(
+    tmp_path, brokers, kind, unique_name
+):
+    bootstrap = brokers.get(kind).bootstrap
+    env = {**os.environ, **app_env(unique_name("app")), "KAFKA_BOOTSTRAP": bootstrap}
+    env["BROKER_SESSION_TIMEOUT"] = "4"
+    process, log_path = start_worker(tmp_path, {**env, "WEB_PORT": str(free_port())})
+    try:
+        code = process.wait(60)
+    finally:
+        stop(process)
+    lines = log_path.read_text().splitlines()
+    assert code == 3, lines
+    assert lines[-1] == (
+        f"error: broker {bootstrap} accepts session timeouts of 6-1800s "
+        "(group.min/max.session.timeout.ms), not BROKER_SESSION_TIMEOUT=4"
+    )
