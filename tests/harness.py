@@ -17,6 +17,7 @@ from uuid import uuid4
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.apache_kafka import KafkaBroker
 from streams.embedded import BrokerProcess, EmbeddedBroker
@@ -93,8 +94,17 @@ class KafkaIO:
         self._known_topics: set[str] = set()
         self._delivery_errors: list[str] = []
 
-    def create_topics(self, names: list[str], partitions: int = 1) -> None:
-        asyncio.run(ensure_topics(self.bootstrap, names, partitions, attempts=5, backoff=0.5))
+    def create_topics(
+        self, names: list[str], partitions: int = 1, config: dict[str, str] | None = None
+    ) -> None:
+        """Create the topics (with these topic settings, if any) that do not exist yet."""
+        if config is None:
+            asyncio.run(ensure_topics(self.bootstrap, names, partitions, attempts=5, backoff=0.5))
+            return
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        created = admin.create_topics([NewTopic(n, partitions, 1, config=config) for n in names])
+        for future in created.values():
+            future.result(timeout=30)
 
     def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
         """Each partition's end offset (on Tansu exact, unlike its ListOffsets and

@@ -34,8 +34,8 @@ async def reconcile(
     await consumer.start()
     marked = 0
     try:
-        await consumer.topics()  # metadata of every topic, so that `topic`'s is known
-        partitions = consumer.partitions_for_topic(topic) or set()
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(topic) or set()
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         ends = await end_offsets(consumer, assigned, tansu=tansu)

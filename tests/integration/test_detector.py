@@ -271,11 +271,13 @@ def test_an_input_topic_with_another_partition_count_stops_start_up_with_one_lin
 
 
 def test_oversized_and_non_utf8_messages_go_to_the_dlq_and_processing_goes_on(
-    worker_factory, kafka_io
+    worker_factory, kafka_io, unique_name
 ):
-    worker = worker_factory()
+    # Apache Kafka takes records up to 1 MB by default; this topic takes more.
+    topic = unique_name("events")
+    kafka_io.create_topics([topic], partitions=4, config={"max.message.bytes": "4194304"})
+    worker = worker_factory(TOPIC_EVENTS=topic)
     env = worker.env
-    topic = env["TOPIC_EVENTS"]
     big = orjson.dumps(
         event(
             "user_active",
