@@ -34,6 +34,7 @@ async def reconcile(
     await consumer.start()
     marked = 0
     try:
+        # The consumer's own metadata holds only the topics it was given.
         cluster = await consumer._client.fetch_all_metadata()
         partitions = cluster.partitions_for_topic(topic) or set()
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
