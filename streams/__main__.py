@@ -37,6 +37,7 @@ def worker(argv: list[str]) -> int:
         TopicCreationError,
         check_session_timeout,
         ensure_topics,
+        existing_partitions,
     )
     from streams.logs import fatal, logging_config
     from streams.rules import RulesError, load
@@ -125,6 +126,16 @@ def worker(argv: list[str]) -> int:
     )
     describe_build(rules.digest, str(settings.rules_file))
     app = create_app(settings, rules)
+    # Faust writes each account's state to the changelog partition of its input partition.
+    changelog = app.pipeline.accounts.changelog_topic.get_topic_name()  # type: ignore[attr-defined]
+    found = asyncio.run(existing_partitions(bootstrap, [changelog], security))
+    if found.get(changelog, partitions) != partitions:
+        return fatal(
+            f"topic {changelog} has {found[changelog]} partitions but TOPIC_PARTITIONS="
+            f"{partitions}; the account table's changelog needs as many as the input topic",
+            settings.log_format,
+            code=3,
+        )
     try:
         faust.Worker(
             app,

@@ -247,6 +247,22 @@ async def _create_missing(
         await admin.close()
 
 
+async def existing_partitions(
+    bootstrap: str, names: list[str], security: Mapping[str, Any] | None = None
+) -> dict[str, int]:
+    """The partition count of each topic in `names` that exists (of the broker that answered
+    ensure_topics)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+    )
+    try:
+        await admin.start()
+        existing = [name for name in names if name in set(await admin.list_topics())]
+        return await _partition_counts(admin, existing) if existing else {}
+    finally:
+        await admin.close()
+
+
 async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
     """Each topic's partition count, once the broker's metadata shows every one of them.
 

@@ -9,6 +9,7 @@ import sys
 import orjson
 import redis
 from builders import event, healthy_account, metrics_of, seats, values, wait_for_metric
+from harness import app_env
 
 from streams.io.topics import partition_for
 from streams.settings import ROOT
@@ -267,6 +268,33 @@ def test_an_input_topic_with_another_partition_count_stops_start_up_with_one_lin
     assert result.stderr.strip().splitlines() == [
         f"error: topic {events_topic} has 3 partitions but TOPIC_PARTITIONS=8; "
         "set TOPIC_PARTITIONS=3"
+    ]
+
+
+def test_a_changelog_with_another_partition_count_stops_start_up_with_one_line(
+    kafka_bootstrap, kafka_io, unique_name
+):
+    app_id = unique_name("app")
+    changelog = f"{app_id}-accounts-changelog"
+    kafka_io.create_topics([changelog], partitions=3)
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            **app_env(app_id),
+            "TOPIC_PARTITIONS": "4",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if " INFO " not in line] == [
+        f"error: topic {changelog} has 3 partitions but TOPIC_PARTITIONS=4; "
+        "the account table's changelog needs as many as the input topic"
     ]
 
 
