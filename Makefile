@@ -49,7 +49,7 @@ demo: venv redis ## Run the end-to-end demo (python -m streams demo)
 worker: venv redis ## Run the worker (embedded broker unless KAFKA_BOOTSTRAP is set)
 	$(BIN)/python -m streams worker
 
-bench: venv redis ## Measure throughput, latency and memory beside framework anchors (~10 min; BENCH_ARGS=--quick)
+bench: venv redis ## Measure throughput, latency and memory beside framework anchors (~10 min; BENCH_ARGS="--quick --broker kafka")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 broker: venv ## Run the embedded Kafka broker (Tansu) until Ctrl-C
