@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Touched after each install, so pip runs again only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv redis prometheus test test-reliability test-unit demo worker broker bench lint clean
+.PHONY: help venv redis prometheus test test-reliability test-unit demo worker broker kafka bench lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,10 +30,14 @@ redis: ## Make sure Redis answers at REDIS_URL (installs and starts one if neede
 prometheus: ## Make sure Debian's prometheus and promtool are installed (for the tests)
 	@scripts/ensure-prometheus.sh
 
-test: venv redis prometheus ## Run the whole suite: unit and integration (real broker and Redis)
+# Integration and fault tests run on Tansu and on Apache Kafka (TEST_BROKERS=tansu or kafka for
+# one; KAFKA_BOOTSTRAP for a broker of your own). Kafka's jars are fetched first, visibly.
+test: venv redis prometheus ## Run the whole suite: unit, then integration on Tansu and Apache Kafka
+	@scripts/ensure-kafka.sh >/dev/null
 	$(BIN)/pytest -q -m "not slow"
 
 test-reliability: venv redis ## Fault tests: crashes, rebalances, outages, soak (slow ones included)
+	@scripts/ensure-kafka.sh >/dev/null
 	$(BIN)/pytest -q tests/reliability
 
 test-unit: venv ## Run the unit tests only (no broker, no Redis)
@@ -45,11 +49,14 @@ demo: venv redis ## Run the end-to-end demo (python -m streams demo)
 worker: venv redis ## Run the worker (embedded broker unless KAFKA_BOOTSTRAP is set)
 	$(BIN)/python -m streams worker
 
-bench: venv redis ## Measure throughput, latency and memory beside framework anchors (~10 min; BENCH_ARGS=--quick)
+bench: venv redis ## Measure throughput, latency and memory beside framework anchors (~10 min; BENCH_ARGS="--quick --broker kafka")
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 broker: venv ## Run the embedded Kafka broker (Tansu) until Ctrl-C
 	$(BIN)/python -m streams broker
+
+kafka: venv ## Run an Apache Kafka 4 broker (KRaft, one node; jars via Maven) until Ctrl-C
+	$(BIN)/python -m streams kafka
 
 lint: venv ## Check style and types (ruff, mypy)
 	$(BIN)/ruff check streams tests bench

@@ -24,7 +24,8 @@ from bench import anchors, backtest, detector
 from bench.infra import BenchError, check_redis, cpu_speed, delete_prefix, say, stop_all
 from bench.inputs import Inputs, produce_inputs
 from bench.report import RESULTS, Figure, machine, ratio, table, write_results
-from streams.embedded import BrokerStartError, EmbeddedBroker
+from streams.apache_kafka import KafkaBroker
+from streams.embedded import BrokerProcess, BrokerStartError, EmbeddedBroker
 from streams.settings import ROOT, Settings
 
 # Other processes' CPU (in cores) above which a measurement is reported as disturbed.
@@ -33,6 +34,7 @@ BUSY_MACHINE = 0.15
 # The probe itself varies by up to about 20 % on a quiet machine; the slowdown of a shared
 # host seen here was 30-40 %.
 SPEED_SPREAD = 0.75
+BROKERS: dict[str, type[BrokerProcess]] = {"tansu": EmbeddedBroker, "kafka": KafkaBroker}
 PHASES = ("raw", "noop", "decode", "single", "batch", "latency", "state", "backtest")
 # The simulation: 2,000 accounts over 30 days are about 310,000 events, and every behaviour
 # the simulator has starts within the 30 days, so the later days fire signals.
@@ -57,10 +59,16 @@ QUICK = {
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure the detector's throughput, latency and memory on the embedded "
-        "broker; print a table and write bench/results.json.",
+        description="Measure the detector's throughput, latency and memory on a broker of "
+        "its own; print a table and write bench/results.json.",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a minute or two")
+    parser.add_argument(
+        "--broker",
+        choices=sorted(BROKERS),
+        default="tansu",
+        help="the broker the run starts: the embedded Tansu, or Apache Kafka (tansu)",
+    )
     parser.add_argument("--runs", type=int, help="runs per throughput figure (3; quick 1)")
     parser.add_argument("--accounts", type=int, help="simulated accounts (2,000; quick 500)")
     parser.add_argument("--days", type=int, help="simulated days (30)")
@@ -264,6 +272,7 @@ class Bench:
                     single,
                     f"{self.run_id}-noop-{run}",
                     ctx.workdir,
+                    tansu=ctx.tansu,
                 ),
             ),
             (
@@ -279,6 +288,7 @@ class Bench:
                     batch,
                     f"{self.run_id}-decode-{run}",
                     ctx.workdir,
+                    tansu=ctx.tansu,
                     decoding=True,
                 ),
             ),
@@ -348,7 +358,7 @@ class Bench:
             # A broker of its own: Tansu keeps every record in memory and answers more slowly
             # the more it holds; after the throughput runs (about 1.5 million records) p50 was
             # 59-94 ms instead of 42-48 ms. A Kafka broker's latency does not grow so.
-            with EmbeddedBroker(log_dir=self.workdir) as broker:
+            with BROKERS[self.args.broker](log_dir=self.workdir) as broker:
                 assert broker.process is not None
                 own = replace(ctx, bootstrap=broker.bootstrap, broker_pid=broker.process.pid)
                 result = self.attempt(
@@ -461,16 +471,23 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args, run_id, workdir)
     started_at = datetime.now(UTC)
     started = time.monotonic()
-    broker: EmbeddedBroker | None = None
+    broker: BrokerProcess | None = None
     outcome = "complete"
     say(f"{run_id}: logs and scratch files under {workdir}")
     try:
         check_redis(redis_url)
-        say("starting the embedded broker (Tansu)")
-        broker = EmbeddedBroker(log_dir=workdir).start()
+        broker = BROKERS[args.broker](log_dir=workdir)
+        say(f"starting the {broker.name}")
+        broker.start()
         assert broker.process is not None
         ctx = detector.Context(
-            run_id, broker.bootstrap, broker.process.pid, redis_url, args.partitions, workdir
+            run_id,
+            broker.bootstrap,
+            broker.process.pid,
+            args.broker == "tansu",
+            redis_url,
+            args.partitions,
+            workdir,
         )
         bench.run(ctx)
     except KeyboardInterrupt:

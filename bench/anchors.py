@@ -58,6 +58,7 @@ def faust_noop(
     expected: int,
     name: str,
     workdir: Path,
+    tansu: bool,
     decoding: bool = False,
 ) -> dict[str, Any]:
     """Events per second through a Faust agent that does nothing (or only decodes each
@@ -67,7 +68,7 @@ def faust_noop(
     """
     env = {
         "KAFKA_BOOTSTRAP": bootstrap,
-        "EMBEDDED_BROKER": "1",
+        "EMBEDDED_BROKER": "1" if tansu else "0",
         "APP_ID": name,
         "TOPIC_EVENTS": topic,
         "TOPIC_PARTITIONS": str(partitions),

@@ -43,6 +43,7 @@ class Context:
     run_id: str
     bootstrap: str
     broker_pid: int
+    tansu: bool  # the broker is Tansu: the worker runs with EMBEDDED_BROKER=1
     redis_url: str
     partitions: int
     workdir: Path
@@ -56,6 +57,7 @@ class Context:
             self.partitions,
             self.workdir,
             redis_prefix=f"{name}:",
+            tansu=self.tansu,
         )
 
     def retire(self, worker: Worker) -> None:
@@ -90,8 +92,9 @@ def throughput(
 class SignalReader(threading.Thread):
     """Reads a signals topic from the beginning, noting when each signal arrived."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int, tansu: bool) -> None:
         super().__init__(daemon=True, name="signal-reader")
+        self._tansu = tansu
         # Assigned, not subscribed: a librdkafka group join is slow on Tansu. A short fetch
         # wait, so that the reader adds little to what it measures.
         self._consumer = Consumer(
@@ -117,7 +120,9 @@ class SignalReader(threading.Thread):
     def run(self) -> None:
         try:
             # partition -> offset of its last signal when the reader started
-            ends = topic_end_offsets(self._servers, self._topic, range(self._partitions))
+            ends = topic_end_offsets(
+                self._servers, self._topic, range(self._partitions), tansu=self._tansu
+            )
             behind = {p: end - 1 for p, end in asyncio.run(ends).items() if end > 0}
             while not self._done.is_set():
                 if not behind:
@@ -186,7 +191,7 @@ def latency(
             (partition_for(e["account_id"].encode(), ctx.partitions), e, orjson.dumps(e))
             for e in events
         ]
-        reader = SignalReader(ctx.bootstrap, worker.env["TOPIC_SIGNALS"], ctx.partitions)
+        reader = SignalReader(ctx.bootstrap, worker.env["TOPIC_SIGNALS"], ctx.partitions, ctx.tansu)
         reader.start()
         if not reader.caught_up.wait(60):
             raise BenchError(f"the signal reader did not catch up: {reader.error or 'timeout'}")

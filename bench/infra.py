@@ -260,10 +260,11 @@ class Worker:
         partitions: int,
         workdir: Path,
         redis_prefix: str,
+        tansu: bool,
     ) -> Worker:
         env = {
             "KAFKA_BOOTSTRAP": bootstrap,
-            "EMBEDDED_BROKER": "1",
+            "EMBEDDED_BROKER": "1" if tansu else "0",
             "REDIS_URL": redis_url,
             "APP_ID": name,
             "TOPIC_EVENTS": topic_events,

@@ -1,4 +1,4 @@
-"""Command line: python -m streams worker|demo|simulate|backtest|broker|sink|tail|schemas."""
+"""Command line: python -m streams worker|demo|simulate|backtest|broker|kafka|sink|tail|schemas."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ commands:
   backtest   replay an events file through the detector; per-trigger coverage and
              false positives against an outcomes file, rules files side by side
   broker     run the embedded Kafka-compatible broker (Tansu) in the foreground
+  kafka      run an Apache Kafka broker (KRaft, single node) in the foreground
   sink       post signals to a webhook or Slack: sink webhook --url URL [--format slack]
   tail       print signals as they arrive, in the demo's words [--route R] [--account A]
   schemas    write the JSON Schemas of events, signals and records into schemas/
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         from streams.embedded import main as broker
 
         return broker(rest)
+    if command == "kafka":
+        from streams.apache_kafka import main as kafka
+
+        return kafka(rest)
     if command == "sink":
         from streams.sink.webhook import main as sink
 

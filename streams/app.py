@@ -25,6 +25,8 @@ def new_faust_app(settings: Settings) -> faust.App:
     if not settings.kafka_bootstrap:
         raise ValueError("a Faust app needs settings.kafka_bootstrap")
     scheme = transport.TANSU_SCHEME if settings.embedded_broker else transport.KAFKA_SCHEME
+    # Faust creates the data directory itself, but not its parents (.run in a fresh clone).
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.app_id,
         broker=f"{scheme}://{settings.kafka_bootstrap}",

@@ -64,9 +64,9 @@ class Settings(BaseSettings):
     redis_prefix: str = "expsig:"
     embedded_broker: bool = Field(
         default=False,
-        description="the broker is the embedded Tansu: fetch with a short wait, and read end "
-        "offsets from a fetch, so that changelog recovery restores every update "
-        "(streams.io.transport)",
+        description="the broker is Tansu (the embedded one or another): fetch with a short "
+        "wait, and read end offsets from a fetch, so that changelog recovery restores every "
+        "update (streams.io.transport)",
     )
     data_dir: Path = Path(".run/data")
     broker_rebalance_timeout: float = 3.0

@@ -14,7 +14,14 @@ from streams.embedded import EmbeddedBroker
 from streams.io import kafka_security
 from streams.io.ledger import redacted
 from streams.io.metrics import describe_build
-from streams.io.topics import BrokerUnavailable, TopicCreationError, ensure_topics
+from streams.io.topics import (
+    BrokerUnavailable,
+    SessionTimeoutRefused,
+    TopicCreationError,
+    check_session_timeout,
+    ensure_topics,
+    existing_partitions,
+)
 from streams.logs import fatal, logging_config
 from streams.rules import RulesError, load
 from streams.settings import Settings
@@ -61,6 +68,9 @@ def main(argv: list[str]) -> int:
     )
     describe_build(rules.digest, str(settings.rules_file))
     app = create_app(settings, rules)
+    stop = _changelog_problem(settings, app)
+    if stop is not None:
+        return fatal(stop, settings.log_format, code=3)
     try:
         faust.Worker(
             app,
@@ -120,7 +130,9 @@ def _topics_problem(settings: Settings) -> str | None:
             counts = asyncio.run(
                 ensure_topics(bootstrap, others, partitions, wait_seconds=wait, security=security)
             )
-    except (BrokerUnavailable, TopicCreationError) as error:
+        timeout = settings.broker_session_timeout
+        asyncio.run(check_session_timeout(bootstrap, timeout, security))
+    except (BrokerUnavailable, TopicCreationError, SessionTimeoutRefused) as error:
         return str(error)
     for topic in (settings.topic_events, settings.repartition_topic):
         if topic in counts and counts[topic] != partitions:
@@ -128,4 +140,20 @@ def _topics_problem(settings: Settings) -> str | None:
                 f"topic {topic} has {counts[topic]} partitions but TOPIC_PARTITIONS="
                 f"{partitions}; set TOPIC_PARTITIONS={counts[topic]}"
             )
+    return None
+
+
+def _changelog_problem(settings: Settings, app: faust.App) -> str | None:
+    """Faust writes each account's state to the changelog partition of its input partition:
+    a changelog that exists with another partition count stops the worker."""
+    assert settings.kafka_bootstrap is not None
+    changelog = app.tables["accounts"].changelog_topic.get_topic_name()
+    security = kafka_security.aiokafka_kwargs(settings)
+    found = asyncio.run(existing_partitions(settings.kafka_bootstrap, [changelog], security))
+    partitions = settings.topic_partitions
+    if found.get(changelog, partitions) != partitions:
+        return (
+            f"topic {changelog} has {found[changelog]} partitions but TOPIC_PARTITIONS="
+            f"{partitions}; the account table's changelog needs as many as the input topic"
+        )
     return None

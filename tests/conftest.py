@@ -1,4 +1,4 @@
-"""Shared fixtures: one broker and one Redis per session, isolated per test by unique names."""
+"""Shared fixtures: brokers and Redis started once per session, isolated by unique names."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
 import redis
-from harness import KafkaIO, Worker, app_env
+from harness import BROKERS, KafkaIO, Worker, app_env, broker_kinds
 
-from streams.embedded import EmbeddedBroker, free_port
+from streams.embedded import BrokerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEGRATION = ROOT / "tests" / "integration"
@@ -25,14 +26,54 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@dataclass(frozen=True)
+class Broker:
+    """A broker the tests run against. `tansu`: the worker runs with EMBEDDED_BROKER=1."""
+
+    kind: str  # "tansu", "kafka" or "outside" (KAFKA_BOOTSTRAP)
+    bootstrap: str
+    tansu: bool
+
+
+class Brokers:
+    """The session's brokers, each started when a test first needs it and kept until the end:
+    pytest runs the tests broker by broker, but a test may still come back to the first."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.running: dict[str, BrokerProcess] = {}
+
+    def get(self, kind: str) -> Broker:
+        if kind == "outside":
+            # An outside broker may be a Tansu too; whoever runs the tests then says so.
+            tansu = os.environ.get("EMBEDDED_BROKER", "0") == "1"
+            return Broker(kind, os.environ["KAFKA_BOOTSTRAP"], tansu)
+        if kind not in self.running:
+            self.running[kind] = BROKERS[kind](log_dir=self.directory).start()
+        return Broker(kind, self.running[kind].bootstrap, tansu=kind == "tansu")
+
+    def stop(self) -> None:
+        for process in self.running.values():
+            process.stop()
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """host:port of the session's broker: KAFKA_BOOTSTRAP, or an embedded Tansu."""
-    if os.environ.get("KAFKA_BOOTSTRAP"):
-        yield os.environ["KAFKA_BOOTSTRAP"]
-        return
-    with EmbeddedBroker(log_dir=tmp_path_factory.mktemp("broker")) as broker:
-        yield broker.bootstrap
+def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brokers]:
+    started = Brokers(tmp_path_factory.mktemp("brokers"))
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session", params=broker_kinds())
+def broker(request: pytest.FixtureRequest, brokers: Brokers) -> Broker:
+    """The broker of this run of the test: each test that needs one runs on every kind."""
+    return brokers.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(broker: Broker) -> str:
+    """host:port of the test's broker."""
+    return broker.bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -64,15 +105,15 @@ def unique_name() -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def kafka_io(kafka_bootstrap: str) -> Iterator[KafkaIO]:
-    io = KafkaIO(kafka_bootstrap)
+def kafka_io(broker: Broker) -> Iterator[KafkaIO]:
+    io = KafkaIO(broker.bootstrap, broker.tansu)
     yield io
     io.close()
 
 
 @pytest.fixture
 def worker_factory(
-    kafka_bootstrap: str,
+    broker: Broker,
     redis_url: str,
     unique_name: Callable[[str], str],
     tmp_path_factory: pytest.TempPathFactory,
@@ -85,10 +126,6 @@ def worker_factory(
     Keyword arguments override environment variables by name (TOPIC_PARTITIONS=2, ...).
     """
     workers: list[Worker] = []
-    # An outside broker may be a Tansu too; whoever runs the tests then says so.
-    embedded_broker = (
-        os.environ.get("EMBEDDED_BROKER", "0") if os.environ.get("KAFKA_BOOTSTRAP") else "1"
-    )
 
     def start(like: Worker | None = None, **overrides: object) -> Worker:
         workdir = tmp_path_factory.mktemp("worker")
@@ -96,9 +133,9 @@ def worker_factory(
             env = dict(like.env)
         else:
             env = {
-                "KAFKA_BOOTSTRAP": kafka_bootstrap,
+                "KAFKA_BOOTSTRAP": broker.bootstrap,
                 "REDIS_URL": redis_url,
-                "EMBEDDED_BROKER": embedded_broker,
+                "EMBEDDED_BROKER": "1" if broker.tansu else "0",
                 **app_env(unique_name("app")),
                 "TOPIC_PARTITIONS": "4",
             }

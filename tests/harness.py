@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
@@ -16,12 +17,29 @@ from uuid import uuid4
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.apache_kafka import KafkaBroker
+from streams.embedded import BrokerProcess, EmbeddedBroker
 from streams.io.topics import ensure_topics
 from streams.io.transport import topic_end_offsets
 
 WORKER_READY_TIMEOUT = 60.0
 WORKER_STOP_GRACE = 20.0
+# The brokers the project starts for tests, by the name TEST_BROKERS gives them.
+BROKERS: dict[str, type[BrokerProcess]] = {"tansu": EmbeddedBroker, "kafka": KafkaBroker}
+
+
+def broker_kinds() -> list[str]:
+    """The brokers every broker test runs against: KAFKA_BOOTSTRAP's alone when set, else
+    TEST_BROKERS (default "tansu,kafka": the embedded Tansu and an Apache Kafka)."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        return ["outside"]
+    kinds = [kind.strip() for kind in os.environ.get("TEST_BROKERS", "tansu,kafka").split(",")]
+    unknown = set(kinds) - set(BROKERS)
+    if unknown:
+        raise pytest.UsageError(f"TEST_BROKERS: unknown {sorted(unknown)}; known: tansu, kafka")
+    return kinds
 
 
 def app_env(app_id: str) -> dict[str, str]:
@@ -50,25 +68,23 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[i
         consumer.close()
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
-    """Each partition's end offset (exact on Tansu, unlike ListOffsets and librdkafka's
-    watermarks, when the last record batch holds several records)."""
-    return asyncio.run(topic_end_offsets(bootstrap, topic, partitions))
-
-
 class KafkaIO:
-    """Produce to and read back from the session's broker, the way outside clients do."""
+    """Produce to and read back from the session's broker, the way outside clients do.
 
-    def __init__(self, bootstrap: str) -> None:
+    `tansu`: the broker is Tansu, whose end offsets need the worker's own way round.
+    """
+
+    def __init__(self, bootstrap: str, tansu: bool) -> None:
         self.bootstrap = bootstrap
+        self.tansu = tansu
         # murmur2_random is what the contract asks of librdkafka producers. Tansu has no
-        # idempotent producer, and it would silently create an unknown topic with its own
-        # partition count, so both stay off.
+        # idempotent producer. A broker may silently create an unknown topic with its own
+        # partition count, so that stays off.
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
                 "partitioner": "murmur2_random",
-                "enable.idempotence": False,
+                "enable.idempotence": not tansu,
                 "allow.auto.create.topics": False,
                 "linger.ms": 5,
                 # room for messages over the detector's 1 MiB limit, to test that limit
@@ -78,8 +94,22 @@ class KafkaIO:
         self._known_topics: set[str] = set()
         self._delivery_errors: list[str] = []
 
-    def create_topics(self, names: list[str], partitions: int = 1) -> None:
-        asyncio.run(ensure_topics(self.bootstrap, names, partitions, attempts=5, backoff=0.5))
+    def create_topics(
+        self, names: list[str], partitions: int = 1, config: dict[str, str] | None = None
+    ) -> None:
+        """Create the topics (with these topic settings, if any) that do not exist yet."""
+        if config is None:
+            asyncio.run(ensure_topics(self.bootstrap, names, partitions, attempts=5, backoff=0.5))
+            return
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        created = admin.create_topics([NewTopic(n, partitions, 1, config=config) for n in names])
+        for future in created.values():
+            future.result(timeout=30)
+
+    def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Each partition's end offset (on Tansu exact, unlike its ListOffsets and
+        librdkafka's watermarks, when the last record batch holds several records)."""
+        return asyncio.run(topic_end_offsets(self.bootstrap, topic, partitions, tansu=self.tansu))
 
     def partitions(self, topic: str, timeout: float = 10.0) -> list[int]:
         """Return the topic's partition ids (empty if it does not exist)."""

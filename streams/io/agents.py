@@ -102,7 +102,7 @@ class Agent:
                 self.ledger,
                 self.settings.kafka_bootstrap or "",
                 self.settings.topic_signals,
-                self.partitions,
+                tansu=self.settings.embedded_broker,
                 **kafka_security.aiokafka_kwargs(self.settings),
             )
             self.needs_reconcile = False

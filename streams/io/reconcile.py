@@ -17,13 +17,15 @@ READ_PATIENCE_SECONDS = 60.0
 
 
 async def reconcile(
-    ledger: Ledger, bootstrap: str, topic: str, partitions: int, **client: Any
+    ledger: Ledger, bootstrap: str, topic: str, *, tansu: bool, **client: Any
 ) -> int:
     """Mark in the ledger every signal on `topic` after the ledger's checkpoints.
 
     A worker that stops between the broker's ack of a signal and its ledger mark leaves
     such a signal behind; whoever processes that account next would publish it again.
     Run before processing newly assigned partitions. Returns how many signals it marked.
+    `topic` may have any number of partitions (it may be someone else's); `tansu` says the
+    broker is Tansu (streams.io.transport).
     """
     checkpoints = await ledger.checkpoints()
     consumer = AIOKafkaConsumer(
@@ -32,9 +34,12 @@ async def reconcile(
     await consumer.start()
     marked = 0
     try:
-        assigned = [TopicPartition(topic, p) for p in range(partitions)]
+        # The consumer's own metadata holds only the topics it was given.
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = cluster.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
-        ends = await end_offsets(consumer, assigned)
+        ends = await end_offsets(consumer, assigned, tansu=tansu)
         left = {}
         for tp in assigned:
             start = checkpoints.get(tp.partition, -1) + 1

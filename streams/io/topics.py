@@ -1,4 +1,5 @@
-"""Topic creation at start-up, whether the broker answers, and the partition a key goes to."""
+"""Start-up on the broker (topics created when missing, the session timeout checked), whether
+the broker answers, and the partition a producer's default partitioner picks."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from functools import lru_cache
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     IllegalSaslStateError,
     KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
+    UnknownTopicOrPartitionError,
     UnsupportedSaslMechanismError,
     for_code,
 )
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
 DEFAULT_WAIT_SECONDS = 300.0  # BROKER_WAIT_SECONDS
+METADATA_WAIT_SECONDS = 10.0  # for a new topic's partitions to show in the metadata
 # The broker answered and said no to the SASL set-up: waiting will not change that.
 AUTH_ERRORS = (SaslAuthenticationFailed, UnsupportedSaslMechanismError, IllegalSaslStateError)
 
@@ -38,6 +42,10 @@ class BrokerUnavailable(RuntimeError):
 
 class TopicCreationError(RuntimeError):
     """The broker answered but refused to create a topic (bad name, partition count, ...)."""
+
+
+class SessionTimeoutRefused(RuntimeError):
+    """The broker accepts no group member with the worker's session timeout."""
 
 
 @lru_cache(maxsize=65_536)  # called per account per message; murmur2 is pure Python
@@ -133,6 +141,44 @@ async def ensure_topics(
         await asyncio.sleep(delay)
 
 
+async def check_session_timeout(
+    bootstrap: str, seconds: float, security: Mapping[str, Any] | None = None
+) -> None:
+    """Raise SessionTimeoutRefused if the broker's group.min/max.session.timeout.ms leave out
+    `seconds`: it refuses such a member's join, and the worker would wait for ever.
+
+    A broker that does not tell its settings (Tansu) is not checked.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+    )
+    names = ("group.min.session.timeout.ms", "group.max.session.timeout.ms")
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        broker_id = str(cluster["brokers"][0]["node_id"])
+        wanted = ConfigResource(ConfigResourceType.BROKER, broker_id, dict.fromkeys(names))
+        response = (await admin.describe_configs([wanted]))[0]
+    except (KafkaError, IndexError, KeyError):
+        return
+    finally:
+        await admin.close()
+    found = {
+        entry[0]: entry[1]
+        for error_code, *_, entries in response.resources
+        if error_code == 0
+        for entry in entries
+    }
+    if set(found) != set(names):
+        return
+    least, most = (int(found[name]) / 1000 for name in names)
+    if not least <= seconds <= most:
+        raise SessionTimeoutRefused(
+            f"broker {bootstrap} accepts session timeouts of {least:g}-{most:g}s "
+            f"(group.min/max.session.timeout.ms), not BROKER_SESSION_TIMEOUT={seconds:g}"
+        )
+
+
 class _ClientErrors(logging.Filter):
     """While active, keep aiokafka's own "Unable connect to" lines out of the log.
 
@@ -178,10 +224,46 @@ async def _create_missing(
         missing = [name for name in dict.fromkeys(names) if name not in existing]
         if missing:
             await _create(admin, missing, partitions)
-        described = await admin.describe_topics(list(dict.fromkeys(names)))
-        return {topic["topic"]: len(topic["partitions"]) for topic in described}
+        return await _partition_counts(admin, list(dict.fromkeys(names)))
     finally:
         await admin.close()
+
+
+async def existing_partitions(
+    bootstrap: str, names: list[str], security: Mapping[str, Any] | None = None
+) -> dict[str, int]:
+    """The partition count of each topic in `names` that exists (of the broker that answered
+    ensure_topics)."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+    )
+    try:
+        await admin.start()
+        existing = [name for name in names if name in set(await admin.list_topics())]
+        return await _partition_counts(admin, existing) if existing else {}
+    finally:
+        await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Each topic's partition count, once the broker's metadata shows every one of them.
+
+    Kafka acknowledges a topic's creation before its metadata lists the partitions.
+    """
+    deadline = time.monotonic() + METADATA_WAIT_SECONDS
+    while True:
+        described = await admin.describe_topics(names)
+        counts = {
+            topic["topic"]: len(topic["partitions"])
+            for topic in described
+            if topic["error_code"] == 0 and topic["partitions"]
+        }
+        if len(counts) == len(names):
+            return counts
+        if time.monotonic() > deadline:
+            unknown = sorted(set(names) - set(counts))
+            raise UnknownTopicOrPartitionError(f"no partitions listed yet for {unknown}")
+        await asyncio.sleep(0.1)
 
 
 async def _create(admin: AIOKafkaAdminClient, missing: list[str], partitions: int) -> None:

@@ -13,15 +13,19 @@ and fetched again. Records the agent already processed come again after a seek; 
 state's input position skips them. A jump that is still there after a seek back is a real
 gap (a transaction marker, compaction) and is accepted.
 
-Short fetch wait (Tansu only). Tansu answers a fetch when the fetch's wait runs out, not as
-soon as records arrive, and Faust asks for 1.5 s: every event would wait up to that long.
-Kafka answers early.
+Idempotent producer (Apache Kafka and other brokers that offer it). A send the producer
+retries after a lost ack is written once, not twice.
 
-End offsets from a fetch. Tansu answers ListOffsets(latest) with the base offset + 1 of a
-partition's last record batch, short of its end when that batch holds several records, and
-Faust's table recovery would stop there and lose the last states written. A fetch of that
-last batch answers the partition's high watermark, which is right on any broker. Every end
-offset the project reads comes from `end_offsets` here, so producers batch as usual.
+Tansu only (TansuTransport, chosen by EMBEDDED_BROKER=1). Tansu has no idempotent producer,
+and two of its defects need a way round:
+- Short fetch wait. Tansu answers a fetch when the fetch's wait runs out, not as soon as
+  records arrive, and Faust asks for 1.5 s: every event would wait up to that long. Kafka
+  answers early.
+- End offsets from a fetch. Tansu answers ListOffsets(latest) with the base offset + 1 of a
+  partition's last record batch, short of its end when that batch holds several records,
+  and Faust's table recovery would stop there and lose the last states written. A fetch of
+  that last batch answers the partition's high watermark (`tansu_end_offsets`). On Kafka,
+  ListOffsets is exact and Faust recovers its tables by its standard path.
 """
 
 from __future__ import annotations
@@ -118,10 +122,19 @@ class TansuConsumerThread(driver.AIOKafkaConsumerThread):
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
-        return await end_offsets(self._ensure_consumer(), partitions)
+        return await tansu_end_offsets(self._ensure_consumer(), partitions)
 
 
-async def end_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TP]) -> dict[TP, int]:
+async def end_offsets(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TP], *, tansu: bool
+) -> dict[TP, int]:
+    """Each partition's end offset: ListOffsets(latest), or on Tansu `tansu_end_offsets`."""
+    if tansu:
+        return await tansu_end_offsets(consumer, partitions)
+    return dict(await consumer.end_offsets(list(partitions)))
+
+
+async def tansu_end_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TP]) -> dict[TP, int]:
     """Each partition's end offset, as a fetch of its last record batch answers it."""
     client = consumer._client
     ends = dict(await consumer.end_offsets(list(partitions)))  # at least that batch's start + 1
@@ -156,13 +169,14 @@ async def end_offsets(consumer: AIOKafkaConsumer, partitions: Iterable[TP]) -> d
 
 
 async def topic_end_offsets(
-    bootstrap: str, topic: str, partitions: Iterable[int], **client: Any
+    bootstrap: str, topic: str, partitions: Iterable[int], *, tansu: bool, **client: Any
 ) -> dict[int, int]:
     """`end_offsets` of a topic's partitions, by partition number, with a consumer of its own."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **client)
     await consumer.start()
     try:
-        ends = await end_offsets(consumer, [TopicPartition(topic, p) for p in partitions])
+        tps = [TopicPartition(topic, p) for p in partitions]
+        ends = await end_offsets(consumer, tps, tansu=tansu)
         return {tp.partition: end for tp, end in ends.items()}
     finally:
         await consumer.stop()
@@ -173,8 +187,14 @@ class TansuConsumer(Consumer):
         return TansuConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class KafkaProducer(driver.Producer):
+    def _settings_extra(self) -> Mapping[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class KafkaTransport(driver.Transport):
     Consumer = Consumer
+    Producer = KafkaProducer
 
 
 class TansuTransport(driver.Transport):

@@ -9,6 +9,7 @@ import sys
 import orjson
 import redis
 from builders import event, healthy_account, metrics_of, seats, values, wait_for_metric
+from harness import app_env
 
 from streams.io.topics import partition_for
 from streams.settings import ROOT
@@ -270,12 +271,41 @@ def test_an_input_topic_with_another_partition_count_stops_start_up_with_one_lin
     ]
 
 
-def test_oversized_and_non_utf8_messages_go_to_the_dlq_and_processing_goes_on(
-    worker_factory, kafka_io
+def test_a_changelog_with_another_partition_count_stops_start_up_with_one_line(
+    kafka_bootstrap, kafka_io, unique_name
 ):
-    worker = worker_factory()
+    app_id = unique_name("app")
+    changelog = f"{app_id}-accounts-changelog"
+    kafka_io.create_topics([changelog], partitions=3)
+    result = subprocess.run(
+        [sys.executable, "-m", "streams", "worker"],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "KAFKA_BOOTSTRAP": kafka_bootstrap,
+            **app_env(app_id),
+            "TOPIC_PARTITIONS": "4",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if " INFO " not in line] == [
+        f"error: topic {changelog} has 3 partitions but TOPIC_PARTITIONS=4; "
+        "the account table's changelog needs as many as the input topic"
+    ]
+
+
+def test_oversized_and_non_utf8_messages_go_to_the_dlq_and_processing_goes_on(
+    worker_factory, kafka_io, unique_name
+):
+    # Apache Kafka takes records up to 1 MB by default; this topic takes more.
+    topic = unique_name("events")
+    kafka_io.create_topics([topic], partitions=4, config={"max.message.bytes": "4194304"})
+    worker = worker_factory(TOPIC_EVENTS=topic)
     env = worker.env
-    topic = env["TOPIC_EVENTS"]
     big = orjson.dumps(
         event(
             "user_active",

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from builders import healthy_account, metrics_of, seats, values, wait_for_metric
-from harness import committed, end_offsets
+from harness import committed
 
 from streams.embedded import free_port
 from streams.settings import ROOT
@@ -150,7 +150,7 @@ def test_sigterm_commits_offsets_and_a_restart_reads_nothing_twice(worker_factor
     worker.process.send_signal(signal.SIGTERM)
     assert worker.process.wait(30) == 0, worker.log_tail()
     partitions = range(int(env["TOPIC_PARTITIONS"]))
-    ends = end_offsets(kafka_io.bootstrap, env["TOPIC_EVENTS"], partitions)
+    ends = kafka_io.end_offsets(env["TOPIC_EVENTS"], partitions)
     offsets = committed(
         kafka_io.bootstrap, env["APP_ID"], env["TOPIC_EVENTS"], int(env["TOPIC_PARTITIONS"])
     )

@@ -15,6 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import pytest
+from builders import healthy_account, seats
+from harness import app_env, broker_kinds
 
 from streams.embedded import free_port
 from streams.settings import ROOT
@@ -155,3 +158,60 @@ def test_a_worker_without_redis_says_so_once_and_catches_up_when_it_answers(
         if redis_process is not None:
             redis_process.terminate()
             redis_process.wait(10)
+
+
+def test_a_worker_on_its_own_broker_creates_its_data_directory_with_its_parents(
+    tmp_path, worker_factory
+):
+    # As `KAFKA_BOOTSTRAP=... python -m streams worker` in a fresh clone: no .run yet.
+    data_dir = tmp_path / "fresh-clone" / ".run" / "data"
+
+    worker = worker_factory(DATA_DIR=data_dir)
+
+    assert data_dir.is_dir(), worker.log_tail()
+
+
+def test_output_topics_made_by_someone_else_may_have_any_partition_count(
+    worker_factory, kafka_io, unique_name
+):
+    # Created by another team or auto-created by the broker, before the worker ever ran.
+    outputs = {"TOPIC_SIGNALS": 2, "TOPIC_DECISIONS": 3, "TOPIC_DLQ": 1}
+    names = {setting: unique_name(setting.lower()) for setting in outputs}
+    for setting, partitions in outputs.items():
+        kafka_io.create_topics([names[setting]], partitions=partitions)
+    worker = worker_factory(TOPIC_PARTITIONS=4, **names)
+    account = "other-counts"
+
+    batch = {"events": [healthy_account(account), *seats(account, 10)]}
+    kafka_io.produce(worker.env["TOPIC_EVENTS"], orjson.dumps(batch), key=account.encode())
+    kafka_io.produce(worker.env["TOPIC_EVENTS"], b"not json", key=account.encode())
+
+    signals = kafka_io.consume(names["TOPIC_SIGNALS"], lambda r: len(r) >= 1, timeout=30)
+    assert [orjson.loads(r["value"])["trigger"] for r in signals] == ["seat_saturation"], (
+        worker.log_tail()
+    )
+    rejected = kafka_io.consume(names["TOPIC_DLQ"], lambda r: len(r) >= 1, timeout=30)
+    assert [orjson.loads(r["value"])["reason"] for r in rejected] == ["not_json"]
+    assert kafka_io.partitions(names["TOPIC_SIGNALS"]) == [0, 1]
+    assert "Traceback" not in worker.log_path.read_text()
+
+
+# Tansu does not tell its settings; the check is Kafka's.
+@pytest.mark.parametrize("kind", [kind for kind in broker_kinds() if kind == "kafka"])
+def test_a_session_timeout_the_broker_refuses_stops_start_up_with_one_line(
+    tmp_path, brokers, kind, unique_name
+):
+    bootstrap = brokers.get(kind).bootstrap
+    env = {**os.environ, **app_env(unique_name("app")), "KAFKA_BOOTSTRAP": bootstrap}
+    env["BROKER_SESSION_TIMEOUT"] = "4"
+    process, log_path = start_worker(tmp_path, {**env, "WEB_PORT": str(free_port())})
+    try:
+        code = process.wait(60)
+    finally:
+        stop(process)
+    lines = log_path.read_text().splitlines()
+    assert code == 3, lines
+    assert lines[-1] == (
+        f"error: broker {bootstrap} accepts session timeouts of 6-1800s "
+        "(group.min/max.session.timeout.ms), not BROKER_SESSION_TIMEOUT=4"
+    )

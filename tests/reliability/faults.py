@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from harness import committed, end_offsets
+from harness import committed
 
 from streams.backtest.replay import replay
 from streams.io.topics import partition_for
@@ -261,12 +261,9 @@ def wait_processed(
 
 
 def read_signals(kafka_io: Any, topic: str) -> list[dict[str, Any]]:
-    """Every record on the signals topic, as {"key", "value" (decoded), "partition", "offset"}.
-
-    The worker sends single-record batches to the embedded broker, so its watermarks are exact.
-    """
+    """Every record on the signals topic, as {"key", "value" (decoded), "partition", "offset"}."""
     partitions = kafka_io.partitions(topic)
-    total = sum(end_offsets(kafka_io.bootstrap, topic, partitions).values())
+    total = sum(kafka_io.end_offsets(topic, partitions).values())
     records = kafka_io.consume(topic, until=lambda got: len(got) >= total, timeout=30)
     assert len(records) >= total, f"read {len(records)} of {total} records on {topic}"
     return [{**r, "value": orjson.loads(r["value"])} for r in records]

@@ -13,10 +13,11 @@ from pathlib import Path
 from uuid import uuid4
 
 import orjson
+import pytest
 from builders import healthy_account, seats
-from harness import KafkaIO, app_env
+from harness import BROKERS, KafkaIO, app_env, broker_kinds
 
-from streams.embedded import EmbeddedBroker, free_port
+from streams.embedded import free_port
 from streams.settings import ROOT
 
 QUIET_SECONDS = 5.0  # how long the worker waits alone before the broker starts
@@ -39,8 +40,11 @@ def wait_until(condition, what: str, log_path: Path, timeout: float) -> None:
         time.sleep(0.2)
 
 
+# A broker of the test's own, started late (KAFKA_BOOTSTRAP's cannot be): each kind the
+# project starts.
+@pytest.mark.parametrize("kind", [kind for kind in broker_kinds() if kind in BROKERS] or ["tansu"])
 def test_a_worker_started_before_its_broker_says_so_once_and_works_once_it_answers(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, kind: str
 ) -> None:
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
@@ -48,7 +52,7 @@ def test_a_worker_started_before_its_broker_says_so_once_and_works_once_it_answe
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP": bootstrap,
-        "EMBEDDED_BROKER": "1",
+        "EMBEDDED_BROKER": "1" if kind == "tansu" else "0",
         "REDIS_URL": redis_url,
         **app_env(f"late-{uuid4().hex[:8]}"),
         "TOPIC_PARTITIONS": "2",
@@ -68,7 +72,7 @@ def test_a_worker_started_before_its_broker_says_so_once_and_works_once_it_answe
             start_new_session=True,
         )
     started = time.monotonic()
-    broker = EmbeddedBroker(port=port, log_dir=tmp_path)
+    broker = BROKERS[kind](port=port, log_dir=tmp_path)
     kafka_io: KafkaIO | None = None
     try:
         wait_until(lambda: "not reachable" in log_path.read_text(), "no broker line", log_path, 30)
@@ -89,7 +93,7 @@ def test_a_worker_started_before_its_broker_says_so_once_and_works_once_it_answe
         text = log_path.read_text()
         assert f"broker {bootstrap} reachable again after " in text, text
 
-        kafka_io = KafkaIO(bootstrap)
+        kafka_io = KafkaIO(bootstrap, tansu=kind == "tansu")
         account = "late-broker"
         batch = {"events": [healthy_account(account), *seats(account, 10)]}
         kafka_io.produce(env["TOPIC_EVENTS"], orjson.dumps(batch), key=account.encode())

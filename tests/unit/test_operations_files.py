@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 import streams.io.metrics as worker_metrics
+from streams import apache_kafka
 from streams.rules import load as load_rules
 from streams.settings import Settings
 
@@ -286,6 +287,15 @@ def test_kafka_is_a_single_kraft_node_with_a_listener_for_the_network_and_the_ho
         for host, port in advertised.values()
     ), f"no host listener published: {advertised}, ports {published}"
     assert "/opt/kafka/bin/" in healthcheck_text("kafka")
+
+
+def test_compose_kafka_is_the_version_and_has_the_settings_the_tests_run() -> None:
+    pom = (ROOT / "scripts" / "kafka" / "pom.xml").read_text()
+    version = re.search(r"<kafka.version>(.+)</kafka.version>", pom)
+    assert version and service("kafka")["image"] == f"apache/kafka:{version.group(1)}"
+    env = environment("kafka")
+    for name, value in apache_kafka.SETTINGS.items():
+        assert env.get(f"KAFKA_{name.upper().replace('.', '_')}") == value, name
 
 
 def test_named_volumes_are_declared_and_used() -> None:
