@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import present
 from streams.io import kafka_security
+from streams.io.topics import existing_partitions
 from streams.logs import fatal
 from streams.settings import Settings
 from streams.signals import Route
@@ -46,13 +47,12 @@ async def _tail(
         loop.add_signal_handler(signum, stopping.set)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.topic_signals)
-        if not partitions:
-            await consumer.force_metadata_update()  # a consumer knows no topic before this
-            partitions = consumer.partitions_for_topic(settings.topic_signals)
-        if not partitions:
-            raise LookupError(f"no topic {settings.topic_signals} on {settings.kafka_bootstrap}")
-        assigned = [TopicPartition(settings.topic_signals, p) for p in sorted(partitions)]
+        security = kafka_security.aiokafka_kwargs(settings)
+        topic = settings.topic_signals
+        found = await existing_partitions(settings.kafka_bootstrap or "", [topic], security)
+        if topic not in found:
+            raise LookupError(f"no topic {topic} on {settings.kafka_bootstrap}")
+        assigned = [TopicPartition(topic, p) for p in range(found[topic])]
         consumer.assign(assigned)
         if from_beginning:
             await consumer.seek_to_beginning(*assigned)
