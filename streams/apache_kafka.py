@@ -42,6 +42,15 @@ SMALL = {
 }
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64. One that starts with "-" would
+    be read by kafka-storage as an option (about 1 start in 64 failed so), so none does."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaBroker(BrokerProcess):
     """A single-node Apache Kafka on a loopback port; its data is removed when it stops.
 
@@ -66,7 +75,7 @@ class KafkaBroker(BrokerProcess):
         properties = self.data_dir / "server.properties"
         properties.write_text("".join(f"{key}={value}\n" for key, value in self.settings().items()))
         # KRaft storage must be formatted with a cluster id before the first start.
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         formatted = subprocess.run(
             [*java, "-cp", classpath, "kafka.tools.StorageTool", "format"]
             + ["-t", cluster_id, "-c", str(properties)],

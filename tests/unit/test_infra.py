@@ -11,6 +11,7 @@ import time
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from streams.apache_kafka import new_cluster_id
 from streams.embedded import free_port
 from streams.io.topics import BrokerUnavailable, ensure_topics, partition_for
 
@@ -56,3 +57,9 @@ def test_ensure_topics_gives_up_with_one_line_per_outage(caplog: pytest.LogCaptu
 def test_free_port_is_bindable() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port()))
+
+
+def test_a_kafka_cluster_id_never_reads_as_an_option() -> None:
+    ids = [new_cluster_id() for _ in range(2_000)]
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
