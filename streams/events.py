@@ -83,6 +83,21 @@ def parse_optional_timestamp(value: Any) -> float | None:
     return None if value is None else parse_timestamp(value)
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_optional_date_or_time(value: Any) -> float | None:
+    """Epoch seconds of an RFC 3339 date-time, or of a date (YYYY-MM-DD) at 00:00 UTC."""
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        try:
+            return parse_timestamp(f"{value}T00:00:00Z")
+        except PydanticCustomError:
+            raise PydanticCustomError(
+                "timestamp", "not a date (YYYY-MM-DD) in 2000..2099: {value}", {"value": value}
+            ) from None
+    return parse_optional_timestamp(value)
+
+
 # In JSON a time is an RFC 3339 string; the models hold it as epoch seconds.
 _TIME_SCHEMA = {"type": "string", "format": "date-time"}
 Timestamp = Annotated[float, BeforeValidator(parse_timestamp), WithJsonSchema(_TIME_SCHEMA)]
@@ -90,6 +105,13 @@ OptionalTimestamp = Annotated[
     float | None,
     BeforeValidator(parse_optional_timestamp),
     WithJsonSchema({"anyOf": [_TIME_SCHEMA, {"type": "null"}]}),
+]
+OptionalDateOrTime = Annotated[
+    float | None,
+    BeforeValidator(parse_optional_date_or_time),
+    WithJsonSchema(
+        {"anyOf": [_TIME_SCHEMA, {"type": "string", "format": "date"}, {"type": "null"}]}
+    ),
 ]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
 Name = Annotated[str, Field(min_length=1, max_length=256)]
@@ -110,6 +132,8 @@ class AccountProperties(_Model):
     mrr: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
     activated_at: OptionalTimestamp = None
     health_score: Annotated[float, Field(ge=0, le=100)] | None = None
+    renewal_date: OptionalDateOrTime = None
+    nps: Annotated[float, Field(ge=0, le=10)] | None = None
 
 
 class DepartmentProperties(_Model):
@@ -130,9 +154,43 @@ class UsageProperties(_Model):
     quantity: Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
 
 
+ExternalKind = Literal[
+    "champion_promoted",
+    "exec_sponsor_added",
+    "funding_round",
+    "headcount_growth",
+    "expansion_inquiry",
+    "qbr_unmet_need",
+]
+
+
 class ExternalProperties(_Model):
-    kind: Literal["champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"]
+    kind: ExternalKind
     detail: dict[str, Any] | None = None
+
+
+class WorkflowProperties(_Model):
+    workflow: Id
+    status: Literal["completed", "failed"] = "completed"
+
+
+class FeatureProperties(_Model):
+    feature: Id
+
+
+class TicketProperties(_Model):
+    ticket_id: Name | None = None
+    severity: Name | None = None
+
+
+Stage = Literal["opportunity", "won", "lost", "rejected"]
+
+
+class OutcomeProperties(_Model):
+    stage: Stage
+    signal_id: Name | None = None
+    expansion_mrr: Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)] | None = None
+    reason: Annotated[str, Field(max_length=1024)] | None = None
 
 
 class _Event(_Model):
@@ -192,6 +250,28 @@ class ExternalSignal(_Event):
     properties: ExternalProperties
 
 
+class WorkflowRun(_Event):
+    type: Literal["workflow_run"]
+    user_id: Name
+    properties: WorkflowProperties
+
+
+class FeatureUsed(_Event):
+    type: Literal["feature_used"]
+    user_id: Name
+    properties: FeatureProperties
+
+
+class SupportTicket(_Event):
+    type: Literal["support_ticket"]
+    properties: TicketProperties = TicketProperties()
+
+
+class ExpansionOutcome(_Event):
+    type: Literal["expansion_outcome"]
+    properties: OutcomeProperties
+
+
 Event = (
     AccountUpdated
     | SeatAssigned
@@ -202,6 +282,10 @@ Event = (
     | InviteAccepted
     | UsageRecorded
     | ExternalSignal
+    | WorkflowRun
+    | FeatureUsed
+    | SupportTicket
+    | ExpansionOutcome
 )
 EVENT_TYPES = (
     "account_updated",
@@ -213,6 +297,10 @@ EVENT_TYPES = (
     "invite_accepted",
     "usage_recorded",
     "external_signal",
+    "workflow_run",
+    "feature_used",
+    "support_ticket",
+    "expansion_outcome",
 )
 _event_adapter: TypeAdapter[Event] = TypeAdapter(
     Annotated[Event, Field(discriminator="type")]  # type: ignore[arg-type]

@@ -15,10 +15,10 @@ from __future__ import annotations
 import base64
 import string
 import tempfile
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import pytest
@@ -40,18 +40,11 @@ from streams.events import (
     MAX_MESSAGE_BYTES,
     REASONS,
     AccountProperties,
-    AccountUpdated,
     Decoded,
-    ExternalSignal,
-    FeatureGateHit,
-    InviteAccepted,
-    InviteSent,
+    Event,
+    ExternalKind,
     Rejection,
-    SeatAssigned,
-    SeatRemoved,
     UsageProperties,
-    UsageRecorded,
-    UserActive,
     decode,
     encode_batch,
     parse_timestamp,
@@ -78,17 +71,7 @@ HOSTILE = settings(
 FEW = settings(HOSTILE, max_examples=25)
 A_HANDFUL = settings(HOSTILE, max_examples=6)
 
-EVENT_CLASSES = (
-    AccountUpdated,
-    SeatAssigned,
-    SeatRemoved,
-    UserActive,
-    FeatureGateHit,
-    InviteSent,
-    InviteAccepted,
-    UsageRecorded,
-    ExternalSignal,
-)
+EVENT_CLASSES = get_args(Event)
 SOURCE = SimpleNamespace(topic="product-events", partition=7, offset=2**63 - 1)
 # A DLQ record keeps at most DLQ_RAW_LIMIT characters of the input; JSON escapes a control
 # character as six bytes (\u0001), so this is the most a record can take, well under the
@@ -335,6 +318,7 @@ def properties_of(
             st.integers(1, 2**63 - 1),
         )
         moment = st.none() | valid_timestamps()
+        dates = st.dates(date(2000, 1, 1), date(2099, 12, 31)).map(date.isoformat)
         return st.fixed_dictionaries(
             {},
             optional={
@@ -345,6 +329,8 @@ def properties_of(
                 "mrr": st.sampled_from([0, 1e12, 10**12]) | st.floats(0, 1e12) | st.none(),
                 "activated_at": moment,
                 "health_score": st.sampled_from([0, 100, 74.999]) | st.floats(0, 100) | st.none(),
+                "renewal_date": moment | dates,
+                "nps": st.sampled_from([0, 10, 6.999]) | st.floats(0, 10) | st.none(),
             },
         )
     if event_type in ("seat_assigned", "seat_removed", "user_active"):
@@ -357,10 +343,25 @@ def properties_of(
         return st.fixed_dictionaries({"invitee": text})
     if event_type == "usage_recorded":
         return st.fixed_dictionaries({"meter": meter, "quantity": quantity})
+    if event_type == "workflow_run":
+        statuses = st.sampled_from(["completed", "failed"])
+        return st.fixed_dictionaries({"workflow": ids}, optional={"status": statuses})
+    if event_type == "feature_used":
+        return st.fixed_dictionaries({"feature": ids})
+    if event_type == "support_ticket":
+        return st.fixed_dictionaries({}, optional={"ticket_id": text, "severity": text})
+    if event_type == "expansion_outcome":
+        stages = st.sampled_from(["opportunity", "won", "lost", "rejected"])
+        return st.fixed_dictionaries(
+            {"stage": stages},
+            optional={
+                "signal_id": text,
+                "expansion_mrr": st.sampled_from([0, 1e12]) | st.floats(0, 1e12) | st.none(),
+                "reason": text | st.none(),
+            },
+        )
     assert event_type == "external_signal"
-    kinds = st.sampled_from(
-        ["champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"]
-    )
+    kinds = st.sampled_from(get_args(ExternalKind))
     return st.fixed_dictionaries({"kind": kinds}, optional={"detail": detail})
 
 
@@ -375,7 +376,15 @@ def events_of(
     """Valid events of any type, as the JSON objects a producer sends."""
     properties = {kind: properties_of(kind, user=users, **pools) for kind in EVENT_TYPES}
     timestamps = valid_timestamps() if timestamps is None else timestamps
-    needs_user = ("seat_assigned", "seat_removed", "user_active", "feature_gate_hit", "invite_sent")
+    needs_user = (
+        "seat_assigned",
+        "seat_removed",
+        "user_active",
+        "feature_gate_hit",
+        "invite_sent",
+        "workflow_run",
+        "feature_used",
+    )
 
     @st.composite
     def event(draw: st.DrawFn) -> dict[str, Any]:
