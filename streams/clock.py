@@ -38,6 +38,11 @@ def format_time(seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def parse_time(text: str) -> float:
+    """The event time format_time wrote."""
+    return datetime.fromisoformat(text).timestamp()
+
+
 def format_ms(ms: int) -> str:
     """format_time of epoch milliseconds, exact to the millisecond."""
     seconds, millis = divmod(ms, 1000)

@@ -18,12 +18,14 @@ from pydantic import Field, ValidationError, ValidationInfo, create_model, field
 
 from streams.domain.gates import GATES, Gate
 from streams.domain.rule_fields import Count, Money, Strict
-from streams.domain.triggers import CATALOG, Catalog, Check, TriggerRule
+from streams.domain.triggers import CATALOG, Catalog, Check, PlanFeatures, TriggerRule
 from streams.events import Segment
 
 SEGMENTS: tuple[str, ...] = get_args(Segment)
-# The contract's triggers, highest default priority first.
+# The contract's triggers: unranked ones first, then highest default priority first.
 TRIGGERS = CATALOG.names
+# A trigger's check, its rule, and what it is published once per (or None).
+CheckWithRule = tuple[str, Check, TriggerRule, Any]
 
 
 class RulesError(ValueError):
@@ -57,6 +59,8 @@ class ExpansionShare(Strict):
     capacity: Money = 0.30
     tier: Money = 0.40
     cross_department: Money = 0.75
+    workflow: Money = 0.20
+    renewal: Money = 0.20
 
 
 class Routing(Strict):
@@ -99,6 +103,8 @@ class SegmentRules(Strict):
     triggers: _Parts = _Parts()
     priority: list[str] = []
     gates: _Parts = _Parts()
+    # plan -> the features it includes (value_discovery)
+    plans: dict[Annotated[str, Field(min_length=1, max_length=256)], PlanFeatures] = {}
     routing: Routing = Routing()
     score: Score = Score()
 
@@ -110,12 +116,15 @@ class SegmentRules(Strict):
         repeated = sorted({trigger for trigger in listed if listed.count(trigger) > 1})
         if repeated:
             raise ValueError(f"priority must name each trigger once (repeated: {repeated})")
-        start = (info.context or {}).get("priority", cls.catalog.names)
+        start = (info.context or {}).get("priority", cls.catalog.ranked)
         return refill(start, listed)
 
     def rank(self, trigger: str) -> int:
-        """0 for the highest priority."""
+        """0 for the highest priority (ranked triggers only)."""
         return self.ranks[trigger]
+
+    def min_route(self, trigger: str) -> str:
+        return str(getattr(self.triggers, trigger).min_route)
 
     def expansion_type(self, trigger: str) -> str:
         return self.catalog[trigger].expansion_type
@@ -126,18 +135,27 @@ class SegmentRules(Strict):
 
     @cached_property
     def enabled(self) -> tuple[str, ...]:
-        """The enabled triggers, highest priority first."""
-        return tuple(t for t in self.priority if getattr(self.triggers, t).enabled)
+        """The enabled triggers: unranked ones first, then highest priority first."""
+        unranked = [t.name for t in self.catalog if not t.ranked]
+        return tuple(t for t in (*unranked, *self.priority) if getattr(self.triggers, t).enabled)
 
     @cached_property
-    def checks(self) -> tuple[tuple[str, Check, TriggerRule], ...]:
-        """The enabled triggers' checks with their rules, highest priority first."""
+    def checks(self) -> tuple[CheckWithRule, ...]:
+        """The enabled triggers' checks with their rules, in the order of `enabled`."""
         return tuple(
-            (name, self.catalog[name].check, getattr(self.triggers, name)) for name in self.enabled
+            (name, self.catalog[name].check, self._rule(name), self.catalog[name].once_per)
+            for name in self.enabled
         )
 
+    def _rule(self, trigger: str) -> TriggerRule:
+        """The trigger's rule, given the plans when it reads them."""
+        rule: TriggerRule = getattr(self.triggers, trigger)
+        if "plans" in type(rule).model_fields:
+            rule = rule.model_copy(update={"plans": self.plans})
+        return rule
+
     @cached_property
-    def state_checks(self) -> tuple[tuple[str, Check, TriggerRule], ...]:
+    def state_checks(self) -> tuple[CheckWithRule, ...]:
         """The checks of the enabled triggers that read the account's state (all but the
         external ones, which fire on an external_signal event only)."""
         return tuple(check for check in self.checks if not self.catalog[check[0]].external)
@@ -162,12 +180,12 @@ def segment_rules_model(catalog: Catalog) -> type[SegmentRules]:
     """The SegmentRules model for these trigger definitions."""
     fields: dict[str, Any] = {t.name: (t.rule, t.rule()) for t in catalog}
     triggers = create_model("Triggers", __base__=_Parts, **fields)
-    names = catalog.names  # (a name, for mypy to accept the Literal below)
+    ranked = catalog.ranked  # (a name, for mypy to accept the Literal below)
     model = create_model(
         "SegmentRules",
         __base__=SegmentRules,
         triggers=(triggers, triggers()),
-        priority=(list[Literal[names]], list(catalog.names)),  # type: ignore[valid-type]
+        priority=(list[Literal[ranked]], list(ranked)),  # type: ignore[valid-type]
         gates=(Gates, Gates()),
     )
     model.catalog = catalog

@@ -9,11 +9,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from streams.domain.gates import REASONS
-from streams.domain.triggers import ExpansionType
-from streams.events import RejectionReason, Segment
+from streams.domain.triggers import ExpansionType, Route
+from streams.events import RejectionReason, Segment, Stage
 from streams.rules import TRIGGERS
 
-Route = Literal["in_app", "csm", "sales"]
 TriggerName = Literal[TRIGGERS]  # type: ignore[valid-type]
 DecisionReason = Literal[(*REASONS, "cooldown", "collision")]  # type: ignore[valid-type]
 
@@ -24,12 +23,29 @@ def signal_id(account_id: str, trigger: str, level: float, source_event_id: str)
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
+class AccountContext(BaseModel):
+    """The account as the detector knew it when a signal fired; null where never sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: str | None
+    seat_limit: int | None = Field(ge=0)
+    seats_in_use: int = Field(ge=0)
+    active_users_30d: int = Field(ge=0)
+    mrr: float | None = Field(ge=0)
+    health_score: float | None = Field(ge=0, le=100)
+    nps: float | None = Field(ge=0, le=10)
+    renewal_date: str | None
+    activated_at: str | None
+    departments_30d: int = Field(ge=0, description="distinct departments on events in 30 days")
+
+
 class ExpansionSignal(BaseModel):
     """One published signal (contract section 5)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     signal_id: str
     account_id: str
     trigger: TriggerName
@@ -43,6 +59,7 @@ class ExpansionSignal(BaseModel):
     co_signals: list[TriggerName]
     supersedes: str | None
     evidence: dict[str, Any]
+    account: AccountContext
     detected_at: str
     emitted_at: str | None
     source_event_id: str
@@ -53,7 +70,7 @@ class Decision(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     decision_id: str
     account_id: str
     trigger: TriggerName
@@ -119,7 +136,7 @@ class Outcome(BaseModel):
     trigger: TriggerName
     route: Route
     segment: Segment
-    stage: Literal["opportunity", "won", "lost", "rejected"]
+    stage: Stage
     via: Literal["reported", "self_serve"]
     detected_at: str
     outcome_at: str

@@ -8,7 +8,8 @@ from streams.signals import ExpansionSignal, signal_id
 
 
 def signal(account: str = "acct-1", route: str = "csm", **fields: Any) -> dict[str, Any]:
-    """A valid v1 invite_surge signal; `fields` replace any of its fields."""
+    """A valid v1 invite_surge signal (as a v1 detector wrote it: no account context, and
+    still on the signals topic after an upgrade); `fields` replace any of its fields."""
     source = fields.pop("source_event_id", f"ev-{account}-{route}")
     base: dict[str, Any] = {
         "schema_version": 1,
@@ -29,7 +30,8 @@ def signal(account: str = "acct-1", route: str = "csm", **fields: Any) -> dict[s
         "emitted_at": "2026-11-02T09:00:01.250Z",
         "source_event_id": source,
     }
-    return ExpansionSignal.model_validate({**base, **fields}).model_dump()
+    v2 = ExpansionSignal.model_validate(with_account({**base, **fields})).model_dump()
+    return {name: value for name, value in {**v2, "schema_version": 1}.items() if name != "account"}
 
 
 def with_account(base: dict[str, Any]) -> dict[str, Any]:

@@ -7,31 +7,59 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.clock import DAY, HOUR, format_time
+from streams.domain import outcomes
 from streams.domain.gates import failed_gate
-from streams.domain.state import AccountState, Primary, TriggerMemory, event_key
-from streams.domain.triggers import Fired, evaluate
-from streams.events import Event
+from streams.domain.outcomes import Answer
+from streams.domain.state import AccountState, Primary, Published, TriggerMemory, event_key
+from streams.domain.triggers import ROUTES, STALLED_PQL, Fired, evaluate
+from streams.events import AccountUpdated, Event, ExpansionOutcome
 from streams.rules import Rules, SegmentRules
 from streams.signals import decision_record, signal_id, signal_record
+
+# The account's context on a signal counts active users and departments over this window.
+CONTEXT_DAYS = 30
 
 
 @dataclass(slots=True)
 class Outcome:
-    """What one event led to. `serving` is the account's primary signal when it changed."""
+    """What one event led to. `serving` is the account's primary signal when it changed;
+    `answers` are the published signals an outcome or a conversion answered."""
 
     signals: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     serving: dict[str, Any] | None = None
+    answers: list[Answer] = field(default_factory=list)
+    unmatched: bool = False  # an expansion_outcome that matched no signal
     duplicate: bool = False
     late: bool = False
 
 
+def ranked_as(trigger: str, level: float, evidence: dict[str, Any]) -> tuple[str, float]:
+    """The trigger and level a signal ranks as: stalled_pql as the signal it escalated."""
+    if trigger == STALLED_PQL:
+        return evidence["stalled_trigger"], evidence["stalled_level"]
+    return trigger, level
+
+
+def expansion_type(rules: SegmentRules, trigger: str, evidence: dict[str, Any]) -> str:
+    if trigger == STALLED_PQL:
+        return str(evidence["stalled_expansion_type"])
+    return rules.expansion_type(trigger)
+
+
 def route_and_score(
-    rules: SegmentRules, trigger: str, level: float, mrr: float | None, signal_stack: int
+    rules: SegmentRules,
+    trigger: str,
+    level: float,
+    mrr: float | None,
+    signal_stack: int,
+    evidence: dict[str, Any] | None = None,
 ) -> tuple[str, float, int]:
-    """Route, estimated expansion MRR and score of a signal (contract section 8; README)."""
+    """Route, estimated expansion MRR and score of a signal (contract section 8; README).
+    `evidence` is needed for stalled_pql, which routes and ranks as what it escalated."""
     routing = rules.routing
-    share = getattr(routing.expansion_share, rules.expansion_type(trigger))
+    evidence = evidence or {}
+    share = getattr(routing.expansion_share, expansion_type(rules, trigger, evidence))
     estimate = round((mrr or 0.0) * share, 2)
     if signal_stack >= routing.sales_min_signal_stack or estimate >= routing.sales_min_estimate:
         route = "sales"
@@ -39,9 +67,11 @@ def route_and_score(
         route = "csm"
     else:
         route = "in_app"
+    route = max(route, rules.min_route(trigger), key=ROUTES.index)
     weights = rules.score
     last_rank = len(rules.priority) - 1
-    priority_share = (last_rank - rules.rank(trigger)) / last_rank if last_rank else 1.0
+    ranked, _ = ranked_as(trigger, level, evidence)
+    priority_share = (last_rank - rules.rank(ranked)) / last_rank if last_rank else 1.0
     raw = (
         weights.level * min(level, 1.0)
         + weights.priority * priority_share
@@ -66,10 +96,26 @@ class Detector:
         if seen_at is not None and abs(ts - seen_at) <= dedup_window:
             return Outcome(duplicate=True)
         previous_now = state.now
+        converted, mrr_rise = (
+            outcomes.conversion(state, event.properties)
+            if isinstance(event, AccountUpdated)
+            else (False, None)
+        )
         state.apply(event, rules.triggers.seat_saturation.levels[0])
         state.remember(key, ts, dedup_window)
+        outcome = Outcome()
+        # outcomes and conversions count however late they come
+        if converted:
+            answer = outcomes.answer_conversion(state, mrr_rise, ts, event.event_id)
+            outcome.answers.extend(() if answer is None else (answer,))
+        elif isinstance(event, ExpansionOutcome):
+            matched = outcomes.answer_outcome(state, event)
+            outcome.unmatched = matched is False
+            if isinstance(matched, Answer):
+                outcome.answers.append(matched)
         if previous_now is not None and ts < previous_now - rules.late_allowance_hours * HOUR:
-            return Outcome(late=True)
+            outcome.late = True
+            return outcome
         # the event may have changed the segment, and with it the rules
         rules = self.rules.for_segment(state.segment)
         fired = evaluate(state, event, rules)
@@ -79,8 +125,8 @@ class Detector:
                 # the condition ended: a later gate or suppression is news again
                 memory.logged = []
         if not fired:
-            return Outcome()
-        return _Step(state, event, rules, self.rules.default_segment).decide(fired)
+            return outcome
+        return _Step(state, event, rules, self.rules.default_segment, outcome).decide(fired)
 
 
 @dataclass(slots=True)
@@ -94,10 +140,22 @@ class _Step:
     outcome: Outcome = field(default_factory=Outcome)
 
     def decide(self, fired: list[Fired]) -> Outcome:
-        """Gate, then cool down, then resolve collisions among what is left."""
+        """Gate, then cool down, then resolve collisions among what is left. A stalled
+        in_app primary is decided first, once, and escalated when nothing stops it."""
         state, now = self.state, self.state.now
         assert now is not None
         gate = failed_gate(state, self.rules)
+        if fired[0].trigger == STALLED_PQL:
+            stalled, fired = fired[0], fired[1:]
+            assert state.primary is not None
+            state.primary.stall_decided = True
+            if gate is not None:
+                self.suppress(stalled, *gate)
+            elif (cooldown := self.cooldown(stalled, now)) is not None:
+                self.suppress(stalled, "cooldown", cooldown)
+            else:
+                current = state.primary.signal
+                self.publish(stalled, current["co_signals"], [], current["signal_id"])
         candidates: list[Fired] = []
         for trigger in fired:
             if gate is not None:
@@ -131,16 +189,16 @@ class _Step:
         state, rules = self.state, self.rules
         assert state.now is not None
         window = rules.collision_window_days * DAY
-        if state.primary is not None and state.now - state.primary.at >= window:
-            state.primary = None
         first, rest = candidates[0], candidates[1:]
-        if state.primary is None:
+        # the primary stays current after the window, but no longer collides
+        if state.primary is None or state.now - state.primary.at >= window:
             self.publish(first, [], rest, supersedes=None)
             return
         current = state.primary.signal
-        rises = first.trigger == current["trigger"] and first.level > current["level"]
-        if rises or rules.rank(first.trigger) < rules.rank(current["trigger"]):
-            carried = [*current["co_signals"], current["trigger"]]
+        trigger, level = ranked_as(current["trigger"], current["level"], current["evidence"])
+        rises = first.trigger == trigger and first.level > level
+        if rises or rules.rank(first.trigger) < rules.rank(trigger):
+            carried = [*current["co_signals"], trigger]
             self.publish(first, carried, rest, supersedes=current["signal_id"])
         else:
             self.join_primary(candidates)
@@ -149,11 +207,25 @@ class _Step:
         self, fired: Fired, carried: list[str], colliding: list[Fired], supersedes: str | None
     ) -> None:
         """Publish `fired` as the new primary; `colliding` triggers join it as co-signals."""
+        state = self.state
         co_signals = [*carried, *(f.trigger for f in colliding)]
         signal = self.stacked(self.signal(fired, supersedes), co_signals)
-        assert self.state.now is not None
-        self.state.primary = Primary(signal, self.state.now)
-        self.state.triggers[fired.trigger] = TriggerMemory(fired.level, self.state.now)
+        assert state.now is not None
+        state.primary = Primary(signal, state.now, self.event.timestamp)
+        once_per = self.rules.catalog[fired.trigger].once_per
+        state.triggers[fired.trigger] = TriggerMemory(
+            fired.level, state.now, published_for=None if once_per is None else once_per(state)
+        )
+        outcomes.remember(
+            state,
+            Published(
+                signal["signal_id"],
+                fired.trigger,
+                signal["route"],
+                signal["segment"],
+                self.event.timestamp,
+            ),
+        )
         self.outcome.signals.append(signal)
         self.outcome.serving = signal
         self.collide(colliding, signal["signal_id"])
@@ -177,7 +249,7 @@ class _Step:
         co = sorted(set(co_signals) - {signal["trigger"]}, key=rules.rank)
         stack = 1 + len(co)
         route, estimate, score = route_and_score(
-            rules, signal["trigger"], signal["level"], self.state.mrr, stack
+            rules, signal["trigger"], signal["level"], self.state.mrr, stack, signal["evidence"]
         )
         return {
             **signal,
@@ -191,12 +263,14 @@ class _Step:
     def signal(self, fired: Fired, supersedes: str | None) -> dict[str, Any]:
         """The signal `fired` makes on its own (no co-signals yet)."""
         state, event, rules = self.state, self.event, self.rules
-        route, estimate, score = route_and_score(rules, fired.trigger, fired.level, state.mrr, 1)
+        route, estimate, score = route_and_score(
+            rules, fired.trigger, fired.level, state.mrr, 1, fired.evidence
+        )
         return signal_record(
             signal_id=signal_id(state.account_id, fired.trigger, fired.level, event.event_id),
             account_id=state.account_id,
             trigger=fired.trigger,
-            expansion_type=rules.expansion_type(fired.trigger),
+            expansion_type=expansion_type(rules, fired.trigger, fired.evidence),
             level=fired.level,
             score=score,
             route=route,
@@ -206,10 +280,27 @@ class _Step:
             co_signals=[],
             supersedes=supersedes,
             evidence=fired.evidence,
+            account=self.context(),
             detected_at=format_time(event.timestamp),
             emitted_at=None,
             source_event_id=event.event_id,
         )
+
+    def context(self) -> dict[str, Any]:
+        """The account as the detector knows it now, for a person to act on a signal."""
+        state = self.state
+        return {
+            "plan": state.plan,
+            "seat_limit": state.seat_limit,
+            "seats_in_use": len(state.seats),
+            "active_users_30d": len(state.active_day_counts(CONTEXT_DAYS)),
+            "mrr": state.mrr,
+            "health_score": state.health_score,
+            "nps": state.nps,
+            "renewal_date": None if state.renewal_date is None else format_time(state.renewal_date),
+            "activated_at": None if state.activated_at is None else format_time(state.activated_at),
+            "departments_30d": state.departments_in(CONTEXT_DAYS),
+        }
 
     def suppress(self, fired: Fired, reason: str, detail: dict[str, Any]) -> None:
         """Log a fired trigger that is not published, once per (trigger, level, reason)."""

@@ -13,7 +13,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _ascending(levels: list[float]) -> list[float]:
+def ascending(levels: list[float]) -> list[float]:
     if not levels or sorted(set(levels)) != levels:
         raise ValueError("levels must be distinct and ascending")
     return levels
@@ -26,4 +26,4 @@ Count = Annotated[int, Field(ge=1, le=1_000_000)]
 Ratio = Annotated[float, Field(gt=0, le=10)]
 Money = Annotated[float, Field(ge=0)]
 # Validated as fields, not models, so that an error's path ends in `.levels`.
-AscendingLevels = Annotated[list[Ratio], AfterValidator(_ascending)]
+AscendingLevels = Annotated[list[Ratio], AfterValidator(ascending)]

@@ -9,22 +9,30 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
-from streams.clock import day_of, month_of
+from streams.clock import day_of, month_of, parse_time
 from streams.events import (
     AccountUpdated,
     Event,
+    ExpansionOutcome,
     FeatureGateHit,
+    FeatureUsed,
     InviteSent,
     SeatAssigned,
     SeatRemoved,
+    SupportTicket,
     UsageRecorded,
     UserActive,
+    WorkflowRun,
 )
 
 T = TypeVar("T")
 # How many days of per-user activity are kept: enough for the longest window the
 # rules allow (60 days), and for the churn gate's two back-to-back windows (2 x 30).
 HISTORY_DAYS = 64
+# How many days a feature's last use is kept: the longest window a rule may give (a year).
+FEATURE_DAYS = 366
+# How many published signals an account remembers, latest last, for outcomes to answer.
+PUBLISHED_KEPT = 16
 # Where `AccountState.summary` finds the clock and the trigger memory in the stored list.
 STORED_NOW = 2
 STORED_TRIGGERS = 20
@@ -57,31 +65,60 @@ class ActivityWindow:
 @dataclass(slots=True)
 class TriggerMemory:
     """What the detector remembers of one trigger of an account. Stored as the list
-    [level, published_at, logged]."""
+    [level, published_at, logged, published_for] (the last one since version 4)."""
 
     level: float | None = None  # the level last published
     published_at: float | None = None  # account clock when it was published
     # "level|reason" of each decision logged since the trigger's condition began to hold
     logged: list[str] = field(default_factory=list)
+    # what it was published for, for a trigger published once per something (a renewal date)
+    published_for: Any = None
 
     def stored(self) -> list[Any]:
-        return [self.level, self.published_at, self.logged]
+        if self.published_for is None:
+            return [self.level, self.published_at, self.logged]
+        return [self.level, self.published_at, self.logged, self.published_for]
 
 
 @dataclass(slots=True)
 class Primary:
-    """The account's primary signal, as last published or joined. Stored as [signal, at]."""
+    """The account's current primary signal, as last published or joined. Stored as
+    [signal, at, detected, stall_decided] ([signal, at] before version 4)."""
 
     signal: dict[str, Any]
     at: float  # account clock when it was published
+    detected: float  # its detected_at, as epoch seconds
+    stall_decided: bool = False  # whether stalled_pql has been decided for it
 
     def stored(self) -> list[Any]:
-        return [self.signal, self.at]
+        return [self.signal, self.at, self.detected, self.stall_decided]
+
+    @classmethod
+    def restored(cls, stored: list[Any]) -> Primary:
+        if len(stored) == 2:
+            return cls(stored[0], stored[1], parse_time(stored[0]["detected_at"]))
+        return cls(*stored)
+
+
+@dataclass(slots=True)
+class Published:
+    """A signal the account published, as outcomes answer it. Stored as a list in this
+    order."""
+
+    signal_id: str
+    trigger: str
+    route: str
+    segment: str
+    detected: float  # its detected_at, as epoch seconds
+    stages: list[str] = field(default_factory=list)  # the outcome stages that answered it
+
+    def stored(self) -> list[Any]:
+        return [self.signal_id, self.trigger, self.route, self.segment, self.detected, self.stages]
 
 
 def _stored(value: Any) -> list[Any]:
     """How orjson writes the records inside a state: as lists, the compact stored layout."""
-    if isinstance(value, TriggerMemory | Primary):
+    if isinstance(value, TriggerMemory | Primary | Published):
         return value.stored()
     raise TypeError(f"{type(value).__name__} is not part of an account state")
 
@@ -105,6 +142,8 @@ class AccountState:
         "department_revision",
         "tally_revision",
         "usage_revision",
+        "workflow_revision",
+        "feature_revision",
         "memo",
         "windows",
     )
@@ -132,6 +171,17 @@ class AccountState:
         "triggers",
         "primary",
         "pruned_day",
+        "renewal_date",
+        "nps",
+        "department_days",
+        "workflow_users",
+        "workflow_runs",
+        "workflow_days",
+        "features_used",
+        "features_ever",
+        "tickets",
+        "tickets_ever",
+        "published",
         *TRANSIENT,
     )
 
@@ -160,6 +210,18 @@ class AccountState:
         self.triggers: dict[str, TriggerMemory] = {}
         self.primary: Primary | None = None
         self.pruned_day = 0
+        self.renewal_date: float | None = None
+        self.nps: float | None = None
+        self.department_days: dict[str, int] = {}  # department -> last day on an event
+        # user -> {workflow: [last_day, day_mask]}: the days the user ran the workflow
+        self.workflow_users: dict[str, dict[str, list[int]]] = {}
+        self.workflow_runs: dict[str, dict[int, int]] = {}  # workflow -> day -> runs
+        self.workflow_days: dict[int, list[int]] = {}  # day -> [runs, completed runs]
+        self.features_used: dict[str, int] = {}  # feature -> last day used
+        self.features_ever = False  # whether the account ever sent a feature_used
+        self.tickets: dict[int, int] = {}  # day -> support tickets
+        self.tickets_ever = False  # whether the account ever sent a support_ticket
+        self.published: list[Published] = []  # the latest published signals, latest last
         # Not stored: revisions count changes to users and departments (activity), to
         # activity before today (history), to departments, to gate hits and invites
         # (tallies) and to usage and its limits, so that queries over them can be reused
@@ -169,6 +231,8 @@ class AccountState:
         self.department_revision = 0
         self.tally_revision = 0
         self.usage_revision = 0
+        self.workflow_revision = 0
+        self.feature_revision = 0
         self.memo: dict[str, tuple[Any, Any]] = {}
         # window days -> activity in the window ending today, kept current as it arrives
         self.windows: dict[int, ActivityWindow] = {}
@@ -209,6 +273,19 @@ class AccountState:
         elif isinstance(event, InviteSent):
             self.invites[day] = self.invites.get(day, 0) + 1
             self.tally_revision += 1
+        elif isinstance(event, WorkflowRun):
+            self._record_run(event.user_id, event.properties.workflow, event.properties.status, day)
+        elif isinstance(event, FeatureUsed):
+            feature = event.properties.feature
+            self.features_used[feature] = max(day, self.features_used.get(feature, day))
+            self.features_ever = True
+            self.feature_revision += 1
+        elif isinstance(event, SupportTicket):
+            self.tickets[day] = self.tickets.get(day, 0) + 1
+            self.tickets_ever = True
+        elif isinstance(event, ExpansionOutcome):
+            # its user recorded the outcome in a CRM: not a user of the product
+            return
         if event.user_id is not None:
             self._mark_active(event.user_id, day, department, ts)
         self._track_saturation(ts, saturation_floor)
@@ -223,6 +300,20 @@ class AccountState:
                 value = dict(value or {})
                 self.usage_revision += 1
             setattr(self, name, value)
+
+    def _record_run(self, user: str, workflow: str, status: str, day: int) -> None:
+        self.workflow_revision += 1
+        runs = self.workflow_runs.setdefault(workflow, {})
+        runs[day] = runs.get(day, 0) + 1
+        totals = self.workflow_days.setdefault(day, [0, 0])
+        totals[0] += 1
+        totals[1] += status == "completed"
+        workflows = self.workflow_users.setdefault(user, {})
+        record = workflows.get(workflow)
+        if record is None:
+            workflows[workflow] = [day, 1]
+        else:
+            _mark_day(record, day)
 
     def _record_usage(self, meter: str, quantity: float, ts: float) -> None:
         self.usage_revision += 1
@@ -243,11 +334,7 @@ class AccountState:
             self.activity_revision += 1
         else:
             last_day, mask, known_department = record
-            if day > last_day:
-                record[1] = ((mask << (day - last_day)) | 1) & ((1 << HISTORY_DAYS) - 1)
-                record[0] = day
-            elif last_day - day < HISTORY_DAYS:
-                record[1] = mask | 1 << (last_day - day)
+            _mark_day(record, day)
             if department is not None:
                 record[2] = department
             if record[0] != last_day or record[1] != mask or record[2] != known_department:
@@ -255,6 +342,8 @@ class AccountState:
         if self.windows:
             self._recount(user)
         if department is not None:
+            if day > self.department_days.get(department, -1):
+                self.department_days[department] = day
             first = self.departments.get(department)
             if first is None or ts < first:
                 self.departments[department] = ts
@@ -275,9 +364,29 @@ class AccountState:
         self.gate_users = {u: d for u, d in self.gate_users.items() if d > oldest}
         self.gate_hits = {d: n for d, n in self.gate_hits.items() if d > oldest}
         self.invites = {d: n for d, n in self.invites.items() if d > oldest}
+        self.tickets = {d: n for d, n in self.tickets.items() if d > oldest}
+        self.department_days = {d: day for d, day in self.department_days.items() if day > oldest}
+        if self.workflow_days:
+            self._prune_workflows(oldest)
+        self.features_used = {
+            f: day for f, day in self.features_used.items() if day > today - FEATURE_DAYS
+        }
         if self.now is not None:
             self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
+
+    def _prune_workflows(self, oldest: int) -> None:
+        self.workflow_days = {d: totals for d, totals in self.workflow_days.items() if d > oldest}
+        runs = {
+            workflow: {d: n for d, n in days.items() if d > oldest}
+            for workflow, days in self.workflow_runs.items()
+        }
+        self.workflow_runs = {workflow: days for workflow, days in runs.items() if days}
+        users = {
+            user: {w: record for w, record in workflows.items() if record[0] > oldest}
+            for user, workflows in self.workflow_users.items()
+        }
+        self.workflow_users = {user: workflows for user, workflows in users.items() if workflows}
 
     def seen_at(self, key: int) -> float | None:
         """Event time of the event with this key, while it is still remembered."""
@@ -354,9 +463,26 @@ class AccountState:
             1 for record in self.users.values() if self.active_days(record, first_day, last_day)
         )
 
-    def window_sum(self, counts: dict[int, int], days: int) -> int:
+    def window_sum(self, counts: dict[int, int], days: int, before: int = 0) -> int:
+        """The counts of the `days` days up to today, or of the `days` days that end
+        `before` days earlier."""
+        last = self.today - before
+        first = last - days + 1
+        return sum(n for day, n in counts.items() if first <= day <= last)
+
+    def departments_in(self, days: int) -> int:
+        """Distinct departments on events in the last `days` days."""
         first = self.today - days + 1
-        return sum(n for day, n in counts.items() if first <= day <= self.today)
+        return sum(1 for day in self.department_days.values() if day >= first)
+
+    def features_in(self, days: int) -> set[str]:
+        """The features used in the last `days` days."""
+        first = self.today - days + 1
+        return {feature for feature, day in self.features_used.items() if day >= first}
+
+    def answered(self, signal_id: str) -> bool:
+        """Whether an outcome has answered this published signal."""
+        return any(p.stages for p in self.published if p.signal_id == signal_id)
 
     # -- serialization -------------------------------------------------------
 
@@ -368,7 +494,7 @@ class AccountState:
     def _dumps(self) -> bytes:
         return orjson.dumps(
             [
-                3,
+                4,
                 self.account_id,
                 self.now,
                 self.plan,
@@ -391,6 +517,17 @@ class AccountState:
                 self.triggers,
                 self.primary,
                 self.pruned_day,
+                self.renewal_date,
+                self.nps,
+                self.department_days,
+                self.workflow_users,
+                {w: list(days.items()) for w, days in self.workflow_runs.items()},
+                list(self.workflow_days.items()),
+                self.features_used,
+                self.features_ever,
+                list(self.tickets.items()),
+                self.tickets_ever,
+                self.published,
             ],
             default=_stored,
             option=orjson.OPT_PASSTHROUGH_DATACLASS,
@@ -407,11 +544,14 @@ class AccountState:
     @classmethod
     def from_bytes(cls, data: bytes) -> AccountState:
         values = orjson.loads(data)
-        if values[0] not in (1, 2, 3):
+        if values[0] not in (1, 2, 3, 4):
             raise ValueError(f"unknown account state version {values[0]}")
         if values[0] == 2:
             values.pop()  # input positions: kept beside the state since 3 (streams.io.accounts)
         state = cls(values[1])
+        if values[0] == 4:
+            state._restore_v2(values[23:])
+            del values[23:]
         (
             state.now,
             state.plan,
@@ -441,5 +581,35 @@ class AccountState:
         state.invites = dict(map(tuple, invites))
         state.seen = dict(map(tuple, seen))
         state.triggers = {name: TriggerMemory(*memory) for name, memory in triggers.items()}
-        state.primary = None if primary is None else Primary(*primary)
+        state.primary = None if primary is None else Primary.restored(primary)
         return state
+
+    def _restore_v2(self, values: list[Any]) -> None:
+        """The fields contract v2 added, stored since version 4."""
+        (
+            self.renewal_date,
+            self.nps,
+            self.department_days,
+            self.workflow_users,
+            workflow_runs,
+            workflow_days,
+            self.features_used,
+            self.features_ever,
+            tickets,
+            self.tickets_ever,
+            published,
+        ) = values
+        self.workflow_runs = {w: dict(map(tuple, days)) for w, days in workflow_runs.items()}
+        self.workflow_days = dict(map(tuple, workflow_days))
+        self.tickets = dict(map(tuple, tickets))
+        self.published = [Published(*p) for p in published]
+
+
+def _mark_day(record: list[Any], day: int) -> None:
+    """Set `day` in a [last_day, day_mask, ...] record of the days something happened."""
+    last_day, mask = record[0], record[1]
+    if day > last_day:
+        record[1] = ((mask << (day - last_day)) | 1) & ((1 << HISTORY_DAYS) - 1)
+        record[0] = day
+    elif last_day - day < HISTORY_DAYS:
+        record[1] = mask | 1 << (last_day - day)

@@ -7,20 +7,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
 from streams.clock import DAY, day_of, format_time, month_of, month_start
-from streams.domain.rule_fields import AscendingLevels, Count, Days, Strict, WindowDays
-from streams.domain.state import AccountState
-from streams.events import Event, ExternalSignal
+from streams.domain.rule_fields import (
+    AscendingLevels,
+    Count,
+    Days,
+    Strict,
+    WindowDays,
+    ascending,
+)
+from streams.domain.state import HISTORY_DAYS, AccountState
+from streams.events import Event, ExternalKind, ExternalSignal, Id
 
 if TYPE_CHECKING:
     from streams.rules import SegmentRules
 
-ExpansionType = Literal["seat", "capacity", "tier", "cross_department"]
-ExternalKind = Literal[
-    "champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth"
-]
+ExpansionType = Literal["seat", "capacity", "tier", "cross_department", "workflow", "renewal"]
+Route = Literal["in_app", "csm", "sales"]
+ROUTES: tuple[Route, ...] = ("in_app", "csm", "sales")  # lowest first
 # (level, evidence): what a check returns when its trigger's condition holds
 Firing = tuple[float, dict[str, Any]]
 # a check given its trigger's rule
@@ -28,9 +34,11 @@ Check = Callable[[AccountState, Event, Any], Firing | None]
 
 
 class TriggerRule(Strict):
-    """A trigger's part of the rules file (`triggers.<name>`); any trigger can be switched off."""
+    """A trigger's part of the rules file (`triggers.<name>`); any trigger can be switched off,
+    and any can name the lowest route its signals take."""
 
     enabled: bool = True
+    min_route: Route = "in_app"
 
 
 R = TypeVar("R", bound=TriggerRule)
@@ -53,6 +61,10 @@ class Trigger(Generic[R]):
     position: int
     # fires on an external_signal event only, without reading the account's state
     external: bool = False
+    # has a place in the priority order (stalled_pql has none: it ranks as what it escalates)
+    ranked: bool = True
+    # published at most once per this value of the account (renewal_window: the renewal date)
+    once_per: Callable[[AccountState], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,7 @@ class Catalog:
                 raise ValueError(f"two triggers have the same {field}: {', '.join(repeated)}")
         self.definitions = tuple(ordered)
         self.names = tuple(definition.name for definition in ordered)
+        self.ranked = tuple(definition.name for definition in ordered if definition.ranked)
         self._by_name = {definition.name: definition for definition in ordered}
 
     def __iter__(self) -> Iterator[Trigger[Any]]:
@@ -88,10 +101,16 @@ class Catalog:
 
 
 def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fired]:
-    """Every enabled trigger whose condition holds now, highest priority first."""
+    """Every enabled trigger whose condition holds now, unranked ones first, then highest
+    priority first."""
     fired = []
     checks = rules.checks if isinstance(event, ExternalSignal) else rules.state_checks
-    for trigger, check, rule in checks:
+    for trigger, check, rule, once_per in checks:
+        if once_per is not None:
+            memory = state.triggers.get(trigger)
+            key = once_per(state)
+            if memory is not None and key is not None and memory.published_for == key:
+                continue
         firing = check(state, event, rule)
         if firing is not None:
             fired.append(Fired(trigger, *firing))
@@ -500,14 +519,339 @@ COMPANY_GROWTH = Trigger(
     external=True,
 )
 
-# The contract's eight triggers: the rules file and the detector know these.
+
+class ExpansionInquiryRule(ExternalRule):
+    kinds: list[ExternalKind] = ["expansion_inquiry"]
+    min_route: Route = "csm"
+
+
+class QbrOutcomeRule(ExternalRule):
+    kinds: list[ExternalKind] = ["qbr_unmet_need"]
+    min_route: Route = "sales"
+
+
+def _ask_why(e: dict[str, Any]) -> str:
+    detail = e.get("detail") or {}
+    said = ", ".join(f"{k}: {v}" for k, v in sorted(detail.items()) if isinstance(v, str))
+    words = {"expansion_inquiry": "the customer asked to expand", "qbr_unmet_need": "QBR need"}
+    return words.get(e.get("kind", ""), str(e.get("kind"))) + (f" ({said})" if said else "")
+
+
+EXPANSION_INQUIRY = Trigger(
+    "expansion_inquiry",
+    "seat",
+    ExpansionInquiryRule,
+    external_signal,
+    _ask_why,
+    25,
+    external=True,
+)
+QBR_OUTCOME = Trigger(
+    "qbr_outcome", "tier", QbrOutcomeRule, external_signal, _ask_why, 64, external=True
+)
+
+
+# -- workflow_expansion and workflow_depth ------------------------------------------------
+
+
+class WorkflowExpansionRule(TriggerRule):
+    blocks: Annotated[int, Field(ge=1, le=HISTORY_DAYS // 7)] = 4
+    block_days: Annotated[int, Field(ge=1, le=14)] = 7
+    # more than this many distinct workflows per running user, on average, in every block
+    min_mean_workflows: Annotated[float, Field(ge=0, le=10_000)] = 3.0
+    # more than this share of the runs in those blocks completed
+    min_completion: Annotated[float, Field(ge=0, le=1)] = 0.9
+
+    @model_validator(mode="after")
+    def _within_history(self) -> WorkflowExpansionRule:
+        if self.blocks * self.block_days > HISTORY_DAYS:
+            raise ValueError(f"blocks x block_days must be at most {HISTORY_DAYS} days")
+        return self
+
+
+def workflow_expansion(
+    state: AccountState, event: Event, rule: WorkflowExpansionRule
+) -> Firing | None:
+    """Users running many distinct workflows in every recent block, nearly all completed."""
+    if not state.workflow_days:
+        return None
+    return state.memoized(
+        "workflow_expansion",
+        (rule, state.today, state.workflow_revision),
+        lambda: _workflow_expansion(state, rule),
+    )
+
+
+def _workflow_expansion(state: AccountState, rule: WorkflowExpansionRule) -> Firing | None:
+    means = []
+    for block in range(rule.blocks):
+        last = state.today - block * rule.block_days
+        first = last - rule.block_days + 1
+        users = pairs = 0
+        for workflows in state.workflow_users.values():
+            ran = sum(1 for record in workflows.values() if _days_in(record, first, last))
+            users += ran > 0
+            pairs += ran
+        if not users or pairs / users <= rule.min_mean_workflows:
+            return None
+        means.append(round(pairs / users, 2))
+    days = rule.blocks * rule.block_days
+    runs = completed = 0
+    for day, (day_runs, day_completed) in state.workflow_days.items():
+        if day > state.today - days:
+            runs += day_runs
+            completed += day_completed
+    if not runs or completed / runs <= rule.min_completion:
+        return None
+    return 1.0, {
+        "mean_workflows_per_user": means,  # latest block first
+        "block_days": rule.block_days,
+        "runs": runs,
+        "completed": completed,
+        "completion": round(completed / runs, 4),
+        "window_days": days,
+    }
+
+
+def _days_in(record: list[int], first: int, last: int) -> int:
+    """Days from first to last (inclusive) set in a [last_day, day_mask] record."""
+    record_last, mask = record
+    if record_last < first:
+        return 0
+    mask >>= max(0, record_last - last)
+    span = min(record_last, last) - first + 1
+    return (mask & ((1 << span) - 1)).bit_count()
+
+
+def _workflow_expansion_why(e: dict[str, Any]) -> str:
+    blocks = len(e["mean_workflows_per_user"])
+    return (
+        f"{min(e['mean_workflows_per_user']):g}+ workflows per user in each of {blocks} "
+        f"{e['block_days']}-day blocks, {e['completion']:.0%} of {e['runs']} runs completed"
+    )
+
+
+WORKFLOW_EXPANSION = Trigger(
+    "workflow_expansion",
+    "workflow",
+    WorkflowExpansionRule,
+    workflow_expansion,
+    _workflow_expansion_why,
+    44,
+)
+
+
+class WorkflowDepthRule(TriggerRule):
+    min_runs: Count = 50  # more than this many runs of one workflow in the window
+    window_days: WindowDays = 30
+
+
+def workflow_depth(state: AccountState, event: Event, rule: WorkflowDepthRule) -> Firing | None:
+    """One workflow run more than min_runs times in the window."""
+    if not state.workflow_runs:
+        return None
+    return state.memoized(
+        "workflow_depth",
+        (rule, state.today, state.workflow_revision),
+        lambda: _workflow_depth(state, rule),
+    )
+
+
+def _workflow_depth(state: AccountState, rule: WorkflowDepthRule) -> Firing | None:
+    first = state.today - rule.window_days + 1
+    best: tuple[int, str] | None = None
+    for workflow, days in state.workflow_runs.items():
+        runs = sum(n for day, n in days.items() if day >= first)
+        # the most runs; among equals, the first workflow in name order
+        if best is None or runs > best[0] or (runs == best[0] and workflow < best[1]):
+            best = (runs, workflow)
+    if best is None or best[0] <= rule.min_runs:
+        return None
+    return 1.0, {"workflow": best[1], "runs": best[0], "window_days": rule.window_days}
+
+
+def _workflow_depth_why(e: dict[str, Any]) -> str:
+    return f"workflow {e['workflow']!r} ran {e['runs']} times in {e['window_days']} days"
+
+
+WORKFLOW_DEPTH = Trigger(
+    "workflow_depth", "workflow", WorkflowDepthRule, workflow_depth, _workflow_depth_why, 46
+)
+
+
+# -- value_discovery ----------------------------------------------------------------------
+
+
+class PlanFeatures(Strict):
+    """A plan's part of the rules file (`plans.<plan>`): the features the plan includes."""
+
+    features: Annotated[list[Id], Field(min_length=1)]
+
+
+class ValueDiscoveryRule(TriggerRule):
+    levels: Annotated[list[Annotated[float, Field(gt=0, le=1)]], AfterValidator(ascending)] = [
+        0.75,
+        1.0,
+    ]
+    window_days: Days = 90
+    # the rules' `plans`, given to the check (not written under the trigger)
+    plans: dict[str, PlanFeatures] = Field(default={}, exclude=True)
+
+
+def value_discovery(state: AccountState, event: Event, rule: ValueDiscoveryRule) -> Firing | None:
+    """Most of the features of the account's plan used in the window."""
+    plan = rule.plans.get(state.plan) if state.plan is not None else None
+    if plan is None or not state.features_used:
+        return None
+    return state.memoized(
+        "value_discovery",
+        (rule.levels, rule.window_days, state.plan, state.today, state.feature_revision),
+        lambda: _value_discovery(state, rule, state.plan or "", plan.features),
+    )
+
+
+def _value_discovery(
+    state: AccountState, rule: ValueDiscoveryRule, plan: str, features: list[str]
+) -> Firing | None:
+    used = state.features_in(rule.window_days)
+    listed = sorted(set(features))
+    adopted = [feature for feature in listed if feature in used]
+    share = len(adopted) / len(listed)
+    level = _level_reached(rule.levels, share)
+    if level is None:
+        return None
+    return level, {
+        "plan": plan,
+        "features_used": len(adopted),
+        "plan_features": len(listed),
+        "share": round(share, 4),
+        "unused": [feature for feature in listed if feature not in used],
+        "window_days": rule.window_days,
+    }
+
+
+def _value_discovery_why(e: dict[str, Any]) -> str:
+    return (
+        f"{e['features_used']} of the {e['plan_features']} features of plan {e['plan']!r} "
+        f"used in {e['window_days']} days ({e['share']:.0%})"
+    )
+
+
+VALUE_DISCOVERY = Trigger(
+    "value_discovery", "tier", ValueDiscoveryRule, value_discovery, _value_discovery_why, 42
+)
+
+
+# -- renewal_window -----------------------------------------------------------------------
+
+
+class RenewalWindowRule(TriggerRule):
+    days_before: Days = 60
+    min_health_score: Annotated[float, Field(ge=0, le=100)] = 80
+
+
+def renewal_window(state: AccountState, event: Event, rule: RenewalWindowRule) -> Firing | None:
+    """A healthy account at most days_before its renewal date, and not past it."""
+    renewal = state.renewal_date
+    if renewal is None or state.health_score is None:
+        return None
+    assert state.now is not None
+    days_left = (renewal - state.now) / DAY
+    if not 0 <= days_left <= rule.days_before or state.health_score < rule.min_health_score:
+        return None
+    return 1.0, {
+        "renewal_date": format_time(renewal),
+        "days_to_renewal": round(days_left, 2),
+        "health_score": state.health_score,
+        "min_health_score": rule.min_health_score,
+    }
+
+
+def _renewal_window_why(e: dict[str, Any]) -> str:
+    return (
+        f"renewal on {e['renewal_date'][:10]} in {e['days_to_renewal']:.0f} days, "
+        f"health {e['health_score']:g}"
+    )
+
+
+def _renewal_date(state: AccountState) -> float | None:
+    return state.renewal_date
+
+
+RENEWAL_WINDOW = Trigger(
+    "renewal_window",
+    "renewal",
+    RenewalWindowRule,
+    renewal_window,
+    _renewal_window_why,
+    62,
+    once_per=_renewal_date,
+)
+
+
+# -- stalled_pql --------------------------------------------------------------------------
+
+STALLED_PQL = "stalled_pql"
+
+
+class StalledPqlRule(TriggerRule):
+    after_days: Days = 30
+    min_route: Route = "csm"
+
+
+def stalled_pql(state: AccountState, event: Event, rule: StalledPqlRule) -> Firing | None:
+    """The in_app primary unanswered after_days after it was detected: a person's turn."""
+    primary = state.primary
+    if primary is None or primary.stall_decided or primary.signal["route"] != "in_app":
+        return None
+    assert state.now is not None
+    if state.now - primary.detected < rule.after_days * DAY:
+        return None
+    signal = primary.signal
+    if state.answered(signal["signal_id"]):
+        return None
+    return 1.0, {
+        "stalled_signal_id": signal["signal_id"],
+        "stalled_trigger": signal["trigger"],
+        "stalled_level": signal["level"],
+        "stalled_expansion_type": signal["expansion_type"],
+        "stalled_detected_at": signal["detected_at"],
+        "days_unanswered": round((state.now - primary.detected) / DAY, 2),
+    }
+
+
+def _stalled_pql_why(e: dict[str, Any]) -> str:
+    return (
+        f"in-app prompt ({e['stalled_trigger']}) unanswered for "
+        f"{e['days_unanswered']:.0f} days since {e['stalled_detected_at'][:10]}"
+    )
+
+
+STALLED = Trigger(
+    STALLED_PQL,
+    "seat",  # (the signal takes the expansion type of the one it escalates)
+    StalledPqlRule,
+    stalled_pql,
+    _stalled_pql_why,
+    0,
+    ranked=False,
+)
+
+# The contract's triggers: the rules file and the detector know these.
 CATALOG = Catalog(
+    STALLED,
     USAGE_CEILING,
     SEAT_SATURATION,
+    EXPANSION_INQUIRY,
     NEW_DEPARTMENT,
     GATED_FEATURE_DEMAND,
+    VALUE_DISCOVERY,
+    WORKFLOW_EXPANSION,
+    WORKFLOW_DEPTH,
     INVITE_SURGE,
     POWER_USER_EMERGENCE,
+    RENEWAL_WINDOW,
+    QBR_OUTCOME,
     RELATIONSHIP_CHANGE,
     COMPANY_GROWTH,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import orjson
 from scenario import (
@@ -52,26 +53,51 @@ def test_a_value_holds_the_positions_beside_the_state() -> None:
     assert decode(encode(Account(AccountState("new"), {}))).positions == {}
 
 
+# busy_state() as stored by the detector before contract v2 (value 3, state 3)
+VALUE_3 = (Path(__file__).parent / "data" / "account-value-v3.json").read_bytes().strip()
+STATE_3_FIELDS = orjson.loads(VALUE_3)[2][1:]
+
+
+def test_a_value_stored_before_contract_v2_is_read_and_goes_on_as_the_same_account() -> None:
+    now = busy_state()
+
+    restored = decode(VALUE_3)
+
+    assert restored.positions == POSITIONS
+    old, new = restored.state, now
+    assert (old.now, old.seats, old.users, old.usage_limits) == (
+        new.now,
+        new.seats,
+        new.users,
+        new.usage_limits,
+    )
+    assert {t: (m.level, m.published_at) for t, m in old.triggers.items()} == {
+        t: (m.level, m.published_at) for t, m in new.triggers.items()
+    }
+    assert old.primary is not None and new.primary is not None
+    assert old.primary.signal["signal_id"] == new.primary.signal["signal_id"]
+    assert old.primary.detected == new.primary.detected
+    # the same events after it lead to the same signals as for the account never stored
+    later = events(seat(40, "u9"), active(41, "u2"), invite(42, "u3"), prefix="later")
+    assert signals(run(later, state=old)) == signals(run(later, state=new))
+
+
 def test_a_value_stored_by_version_2_is_read_with_its_positions() -> None:
-    state = busy_state()
-    fields = orjson.loads(state.to_bytes())[1:]
-    version_2 = orjson.dumps([2, *fields, [[0, 41, 0], [3, 7, 2]]])
+    version_2 = orjson.dumps([2, *STATE_3_FIELDS, [[0, 41, 0], [3, 7, 2]]])
 
     restored = decode(version_2)
 
     assert restored.positions == POSITIONS
-    assert restored.state.to_bytes() == state.to_bytes()
-    assert len(encode(restored)) <= len(version_2) + 4  # the stored size does not grow
+    assert restored.state.to_bytes() == decode(VALUE_3).state.to_bytes()
 
 
 def test_a_value_stored_by_version_1_is_read_with_no_positions() -> None:
-    state = busy_state()
-    version_1 = orjson.dumps([1, *orjson.loads(state.to_bytes())[1:]])
+    version_1 = orjson.dumps([1, *STATE_3_FIELDS])
 
     restored = decode(version_1)
 
     assert restored.positions == {}
-    assert restored.state.to_bytes() == state.to_bytes()
+    assert restored.state.to_bytes() == decode(VALUE_3).state.to_bytes()
 
 
 def test_a_message_at_or_below_the_position_applied_is_a_reread() -> None:
@@ -86,12 +112,11 @@ def test_a_message_at_or_below_the_position_applied_is_a_reread() -> None:
 
 
 def test_summaries_read_values_of_every_version() -> None:
-    state = busy_state()
-    fields = orjson.loads(state.to_bytes())[1:]
     values = [
-        encode(Account(state, dict(POSITIONS))),
-        orjson.dumps([2, *fields, [[0, 41, 0]]]),
-        orjson.dumps([1, *fields]),
+        encode(Account(busy_state(), dict(POSITIONS))),
+        VALUE_3,
+        orjson.dumps([2, *STATE_3_FIELDS, [[0, 41, 0]]]),
+        orjson.dumps([1, *STATE_3_FIELDS]),
     ]
 
     rows = asyncio.run(summarize(values))

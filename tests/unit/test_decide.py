@@ -75,13 +75,13 @@ def test_an_external_signal_on_a_healthy_activated_account_publishes_a_signal() 
 
     assert outcomes[1].signals == [
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "signal_id": sid("relationship_change", 1.0, "e2"),
             "account_id": "acme",
             "trigger": "relationship_change",
             "expansion_type": "seat",
             "level": 1.0,
-            "score": 54,
+            "score": 52,
             "route": "in_app",
             "segment": "smb",
             "estimated_expansion_mrr": 150.0,
@@ -89,6 +89,18 @@ def test_an_external_signal_on_a_healthy_activated_account_publishes_a_signal() 
             "co_signals": [],
             "supersedes": None,
             "evidence": {"kind": "champion_promoted", "detail": {}},
+            "account": {
+                "plan": None,
+                "seat_limit": None,
+                "seats_in_use": 0,
+                "active_users_30d": 0,
+                "mrr": 1000.0,
+                "health_score": 90.0,
+                "nps": None,
+                "renewal_date": None,
+                "activated_at": stamp(-90),
+                "departments_30d": 0,
+            },
             "detected_at": stamp(1),
             "emitted_at": None,
             "source_event_id": "e2",
@@ -124,7 +136,7 @@ def test_an_account_never_activated_is_gated_with_a_decision_record() -> None:
     assert outcomes[1].serving is None
     assert outcomes[1].decisions == [
         {
-            "schema_version": 1,
+            "schema_version": 2,
             "decision_id": decision_id,
             "account_id": "acme",
             "trigger": "relationship_change",
@@ -133,7 +145,11 @@ def test_an_account_never_activated_is_gated_with_a_decision_record() -> None:
             "detail": {"activated_at": None, "activation_days": 30},
             "detected_at": stamp(1),
             "source_event_id": "e2",
-            "signal": published_if_activated,
+            # the signal, with the account as it is: not activated
+            "signal": {
+                **published_if_activated,
+                "account": {**published_if_activated["account"], "activated_at": None},
+            },
         }
     ]
 
@@ -355,9 +371,9 @@ def test_each_rise_in_level_publishes_and_supersedes_the_previous_signal() -> No
         ("seat_saturation", 1.0, second["signal_id"]),
     ]
     assert [(s["score"], s["signal_stack"], s["co_signals"]) for s in (first, second, third)] == [
-        (66, 1, []),
-        (71, 1, []),
-        (76, 1, []),
+        (68, 1, []),
+        (73, 1, []),
+        (78, 1, []),
     ]
     assert [s["evidence"]["seats_in_use"] for s in (first, second, third)] == [8, 9, 10]
 
@@ -419,7 +435,7 @@ def test_a_lower_priority_trigger_joins_the_primary_as_a_co_signal() -> None:
         **primary,
         "co_signals": ["company_growth"],
         "signal_stack": 2,
-        "score": 64,
+        "score": 62,
         "route": "in_app",
         "estimated_expansion_mrr": 150.0,
     }
@@ -468,7 +484,7 @@ def test_a_higher_priority_trigger_supersedes_the_primary_and_carries_it_as_a_co
         "supersedes": first["signal_id"],
         "co_signals": ["company_growth"],
         "signal_stack": 2,
-        "score": 64,
+        "score": 62,
     }
     assert decisions(outcomes) == []
     assert outcomes[2].serving == second
@@ -480,7 +496,7 @@ def test_a_superseding_signal_carries_all_the_primarys_co_signals() -> None:
     first, second = signals(outcomes)
     assert (second["trigger"], second["supersedes"]) == ("invite_surge", first["signal_id"])
     assert second["co_signals"] == ["relationship_change", "company_growth"]
-    assert (second["signal_stack"], second["score"]) == (3, 83)
+    assert (second["signal_stack"], second["score"]) == (3, 82)
 
 
 def test_after_the_collision_window_a_trigger_becomes_a_new_primary() -> None:
@@ -534,7 +550,7 @@ def test_several_triggers_on_one_event_publish_the_highest_with_the_others_as_co
         "co_signals": ["invite_surge"],
         "signal_stack": 2,
         "supersedes": None,
-        "score": 77,
+        "score": 81,
         "estimated_expansion_mrr": 400.0,
         "route": "in_app",
     }
@@ -610,13 +626,13 @@ def test_a_large_account_routes_to_sales_end_to_end() -> None:
 def test_score_rises_with_level() -> None:
     scores = [route_and_score(SMB, "seat_saturation", level, 0, 1)[2] for level in (0.8, 0.9, 1.0)]
 
-    assert scores == [66, 71, 76]
+    assert scores == [68, 73, 78]
 
 
 def test_score_rises_with_priority() -> None:
     scores = [route_and_score(SMB, trigger, 1.0, 0, 1)[2] for trigger in SMB.priority]
 
-    assert scores == [80, 76, 71, 67, 63, 59, 54, 50]
+    assert scores == [80, 78, 75, 73, 71, 68, 66, 64, 62, 59, 57, 55, 52, 50]
 
 
 def test_score_rises_with_the_signal_stack_and_stays_within_0_to_100() -> None:
@@ -847,6 +863,10 @@ def test_the_decision_reasons_are_the_gates_in_their_order_then_cooldown_and_col
         "gated_not_activated",
         "gated_health",
         "gated_churn_risk",
+        "gated_low_utilization",
+        "gated_low_adoption",
+        "gated_support_rising",
+        "gated_nps",
         "cooldown",
         "collision",
     )

@@ -9,56 +9,73 @@ import pytest
 from scenario import RULES_FILE
 
 from streams.domain.triggers import ExpansionType
-from streams.rules import TRIGGERS, ExpansionShare, RulesError, default_rules, load, parse
+from streams.rules import ExpansionShare, RulesError, default_rules, load, parse
 
+IN_APP = {"enabled": True, "min_route": "in_app"}
 CONTRACT_DEFAULTS: dict[str, Any] = {
     "late_allowance_hours": 1,
     "dedup_window_hours": 24,
     "cooldown_days": 14,
     "collision_window_days": 7,
     "triggers": {
+        "stalled_pql": {"enabled": True, "min_route": "csm", "after_days": 30},
         "usage_ceiling": {
-            "enabled": True,
+            **IN_APP,
             "levels": [0.8, 1.0],
             "projection_days": 14,
             "projection_min_days": 7,
         },
-        "seat_saturation": {"enabled": True, "levels": [0.8, 0.9, 1.0], "sustain_days": 14},
+        "seat_saturation": {**IN_APP, "levels": [0.8, 0.9, 1.0], "sustain_days": 14},
+        "expansion_inquiry": {"enabled": True, "min_route": "csm", "kinds": ["expansion_inquiry"]},
         "gated_feature_demand": {
-            "enabled": True,
+            **IN_APP,
             "distinct_features": 3,
             "distinct_window_days": 14,
             "hits": 10,
             "hits_window_days": 30,
             "hits_min_users": 2,
         },
-        "invite_surge": {"enabled": True, "invites": 5, "window_days": 30},
+        "value_discovery": {**IN_APP, "levels": [0.75, 1.0], "window_days": 90},
+        "workflow_expansion": {
+            **IN_APP,
+            "blocks": 4,
+            "block_days": 7,
+            "min_mean_workflows": 3,
+            "min_completion": 0.9,
+        },
+        "workflow_depth": {**IN_APP, "min_runs": 50, "window_days": 30},
+        "invite_surge": {**IN_APP, "invites": 5, "window_days": 30},
         "new_department": {
-            "enabled": True,
+            **IN_APP,
             "min_users": 2,
             "window_days": 14,
             "departments_known_days": 30,
         },
         "power_user_emergence": {
-            "enabled": True,
+            **IN_APP,
             "multiple_of_mean": 2,
             "window_days": 30,
             "min_active_users": 3,
             "min_active_days": 10,
         },
-        "relationship_change": {
-            "enabled": True,
-            "kinds": ["champion_promoted", "exec_sponsor_added"],
-        },
-        "company_growth": {"enabled": True, "kinds": ["funding_round", "headcount_growth"]},
+        "renewal_window": {**IN_APP, "days_before": 60, "min_health_score": 80},
+        "qbr_outcome": {"enabled": True, "min_route": "sales", "kinds": ["qbr_unmet_need"]},
+        "relationship_change": {**IN_APP, "kinds": ["champion_promoted", "exec_sponsor_added"]},
+        "company_growth": {**IN_APP, "kinds": ["funding_round", "headcount_growth"]},
     },
     "priority": [
         "usage_ceiling",
         "seat_saturation",
+        "expansion_inquiry",
         "new_department",
         "gated_feature_demand",
+        "value_discovery",
+        "workflow_expansion",
+        "workflow_depth",
         "invite_surge",
         "power_user_emergence",
+        "renewal_window",
+        "qbr_outcome",
         "relationship_change",
         "company_growth",
     ],
@@ -67,19 +84,72 @@ CONTRACT_DEFAULTS: dict[str, Any] = {
         "min_health_score": 75,
         "churn_window_days": 14,
         "churn_ratio": 0.7,
+        "utilization_window_days": 30,
+        "min_utilization": 0.6,
+        "adoption_window_days": 30,
+        "min_features_used": 3,
+        "support_window_days": 30,
+        "min_nps": 7,
     },
     "routing": {
-        "expansion_share": {"seat": 0.15, "capacity": 0.30, "tier": 0.40, "cross_department": 0.75},
+        "expansion_share": {
+            "seat": 0.15,
+            "capacity": 0.30,
+            "tier": 0.40,
+            "cross_department": 0.75,
+            "workflow": 0.20,
+            "renewal": 0.20,
+        },
         "sales_min_signal_stack": 4,
         "sales_min_estimate": 2000,
         "csm_min_estimate": 500,
     },
     "score": {"level": 50, "priority": 30, "stack": 10},
+    "plans": {},
 }
+TRIGGERS = tuple(CONTRACT_DEFAULTS["priority"])
 SEGMENT_GATES = {
-    "smb": {"activation_days": 30, "min_health_score": 75},
-    "mid_market": {"activation_days": 45, "min_health_score": 80},
-    "enterprise": {"activation_days": 60, "min_health_score": 85},
+    "smb": {
+        "activation_days": 30,
+        "min_health_score": 75,
+        "min_utilization": 0.6,
+        "min_features_used": 3,
+        "min_nps": 7,
+    },
+    "mid_market": {
+        "activation_days": 45,
+        "min_health_score": 80,
+        "min_utilization": 0.7,
+        "min_features_used": 5,
+        "min_nps": 8,
+    },
+    "enterprise": {
+        "activation_days": 60,
+        "min_health_score": 85,
+        "min_utilization": 0.75,
+        "min_features_used": 7,
+        "min_nps": 8,
+    },
+}
+# The shipped file's example plans: each plan's features, each tier adding to the one below.
+STARTER = ["projects", "tasks", "comments", "file_sharing", "search"]
+TEAM = [*STARTER, "workflow_automation", "api_access", "shared_dashboards"]
+BUSINESS = [*TEAM, "sso", "advanced_analytics", "custom_roles", "audit_log"]
+ENTERPRISE = [
+    *BUSINESS,
+    "scim_provisioning",
+    "sandbox_environments",
+    "data_residency",
+    "premium_support",
+]
+SHIPPED_PLANS = {
+    plan: {"features": features}
+    for plan, features in (
+        ("starter", STARTER),
+        ("team", TEAM),
+        ("business", BUSINESS),
+        ("enterprise", ENTERPRISE),
+    )
 }
 
 
@@ -97,6 +167,7 @@ def test_shipped_rules_are_the_contract_defaults_for_each_segment(segment: str) 
     expected = {
         **CONTRACT_DEFAULTS,
         "gates": {**CONTRACT_DEFAULTS["gates"], **SEGMENT_GATES[segment]},
+        "plans": SHIPPED_PLANS,
     }
 
     rules = load(RULES_FILE)
@@ -121,9 +192,9 @@ def test_an_empty_rules_file_gives_the_contract_defaults_for_every_segment() -> 
 def test_rank_is_zero_for_the_highest_priority() -> None:
     rules = load(RULES_FILE).for_segment("smb")
 
-    assert [rules.rank(trigger) for trigger in TRIGGERS] == list(range(8))
+    assert [rules.rank(trigger) for trigger in TRIGGERS] == list(range(len(TRIGGERS)))
     assert rules.rank("usage_ceiling") == 0
-    assert rules.rank("company_growth") == 7
+    assert rules.rank("company_growth") == 13
 
 
 def test_the_digest_changes_with_the_content_and_only_with_it() -> None:
@@ -142,7 +213,12 @@ def test_a_segment_override_replaces_only_what_it_names() -> None:
     rules = parse({"segments": {"mid_market": {"triggers": {"invite_surge": {"invites": 7}}}}})
 
     mid_market = rules.for_segment("mid_market").triggers.invite_surge
-    assert mid_market.model_dump() == {"enabled": True, "invites": 7, "window_days": 30}
+    assert mid_market.model_dump() == {
+        "enabled": True,
+        "min_route": "in_app",
+        "invites": 7,
+        "window_days": 30,
+    }
     assert rules.for_segment("smb").triggers.invite_surge.invites == 5
     assert rules.for_segment("mid_market").gates == rules.for_segment("smb").gates
 
@@ -156,9 +232,8 @@ def test_a_segment_override_applies_on_top_of_the_file_defaults() -> None:
     )
 
     assert rules.for_segment("enterprise").gates.model_dump() == {
-        "activation_days": 30,
+        **CONTRACT_DEFAULTS["gates"],
         "min_health_score": 90,
-        "churn_window_days": 14,
         "churn_ratio": 0.5,
     }
     assert rules.for_segment("smb").gates.min_health_score == 60
@@ -264,7 +339,7 @@ def test_a_segment_that_is_not_a_mapping_raises_rules_error_naming_it() -> None:
     ("priority", "path"),
     [
         ([*list(TRIGGERS)[:-1], "usage_ceiling"], "defaults.priority"),
-        ([*list(TRIGGERS)[:-1], "page_views"], "defaults.priority.7"),
+        ([*list(TRIGGERS)[:-1], "page_views"], "defaults.priority.13"),
         ("usage_ceiling", "defaults.priority"),
     ],
     ids=["repeated", "unknown", "not a list"],
@@ -299,13 +374,38 @@ def test_a_partial_priority_refills_the_slots_of_the_triggers_it_lists_in_its_or
     assert rules.for_segment("smb").priority == [
         "usage_ceiling",
         "company_growth",
+        "expansion_inquiry",
         "new_department",
         "gated_feature_demand",
+        "value_discovery",
+        "workflow_expansion",
+        "workflow_depth",
         "invite_surge",
         "power_user_emergence",
+        "renewal_window",
+        "qbr_outcome",
         "relationship_change",
         "seat_saturation",
     ]
+
+
+def test_a_rules_file_written_for_contract_v1_loads_with_the_v2_defaults() -> None:
+    v1 = load(Path(__file__).parent / "data" / "rules-v1.yaml")
+    shipped = load(RULES_FILE)
+
+    for segment in ("smb", "mid_market", "enterprise"):
+        rules = v1.for_segment(segment)
+        assert rules.priority == list(TRIGGERS)  # its eight in their v1 order, the new between
+        assert rules.triggers == shipped.for_segment(segment).triggers
+        assert rules.gates.model_dump() == {
+            **CONTRACT_DEFAULTS["gates"],
+            **SEGMENT_GATES[segment],
+            # the v2 gates take the defaults, not the shipped per-segment numbers
+            "min_utilization": 0.6,
+            "min_features_used": 3,
+            "min_nps": 7,
+        }
+        assert rules.plans == {}  # so value_discovery never fires
 
 
 def test_a_segments_partial_priority_starts_from_the_files_defaults() -> None:

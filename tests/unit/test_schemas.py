@@ -112,17 +112,17 @@ def test_an_event_the_worker_rejects_does_not_validate(bad):
     assert decode(orjson.dumps(bad)).rejections
 
 
-def test_a_v1_signal_and_a_decision_validate():
-    published = signal()
+def test_the_v2_signal_of_the_contract_and_a_decision_validate():
+    published = with_account(signal())
     assert_valid("signal", published)
     decision = {
-        "schema_version": 1,
+        "schema_version": 2,
         "decision_id": "d-1",
         "account_id": "acct-1",
         "trigger": "invite_surge",
         "level": 1,
-        "reason": "gated_health",
-        "detail": {"health_score": 60},
+        "reason": "gated_nps",
+        "detail": {"nps": 5, "min_nps": 8},
         "detected_at": T,
         "source_event_id": "ev-9",
         "signal": {**published, "emitted_at": None},
@@ -130,11 +130,8 @@ def test_a_v1_signal_and_a_decision_validate():
     assert_valid("decision", decision)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the v2 signal (schema_version 2, `account`) comes with v2 detection"
-)
-def test_the_v2_signal_of_the_contract_validates():
-    assert_valid("signal", with_account(signal()))
+def test_a_v1_signal_does_not_validate_as_v2():
+    assert not validator("signal").is_valid(signal())
 
 
 def test_the_dlq_record_of_the_contract_and_of_the_worker_validate():

@@ -54,8 +54,8 @@ def test_the_toy_fires_with_its_expansion_type_and_routes_by_its_share() -> None
     ]
     assert (small[0]["estimated_expansion_mrr"], small[0]["route"]) == (400.0, "in_app")
     assert (large[0]["estimated_expansion_mrr"], large[0]["route"]) == (2000.0, "sales")
-    # second of nine in priority: 50 x level + 30 x 7/8
-    assert small[0]["score"] == 76
+    # second of fifteen in priority: 50 x level + 30 x 13/14
+    assert small[0]["score"] == 78
     assert small[0]["evidence"] == {"invites": 2}
 
 
