@@ -135,3 +135,28 @@ def usage(day: float, quantity: float, meter: str = "api_calls") -> dict[str, An
         "day": day,
         "properties": {"meter": meter, "quantity": quantity},
     }
+
+
+def workflow(day: float, user: str, name: str, status: str = "completed") -> dict[str, Any]:
+    properties = {"workflow": name, "status": status}
+    return {"type": "workflow_run", "day": day, "user_id": user, "properties": properties}
+
+
+def feature(day: float, user: str, name: str) -> dict[str, Any]:
+    return {"type": "feature_used", "day": day, "user_id": user, "properties": {"feature": name}}
+
+
+def ticket(day: float) -> dict[str, Any]:
+    return {"type": "support_ticket", "day": day, "properties": {"severity": "high"}}
+
+
+def outcome(day: float, stage: str, signal_id: str | None = None, **more: Any) -> dict[str, Any]:
+    properties = {"stage": stage, **more}
+    if signal_id is not None:
+        properties["signal_id"] = signal_id
+    return {"type": "expansion_outcome", "day": day, "properties": properties}
+
+
+def ask(day: float, kind: str = "expansion_inquiry") -> dict[str, Any]:
+    detail = {"team": "finance"} if kind == "expansion_inquiry" else {"need": "sso"}
+    return {"type": "external_signal", "day": day, "properties": {"kind": kind, "detail": detail}}
