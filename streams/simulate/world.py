@@ -504,6 +504,11 @@ class _Account:
             departments = profile.departments
             first = departments[number] if number < len(departments) else self._department()
             self.users.append(self._new_user(first))
+        for user in self.users:
+            user.quiet_from = None  # the day-0 seats: exactly the profile's share unused
+        dormant = math.ceil(profile.dormant_share * len(self.users))
+        for user in self.habits.sample(self.users, dormant):
+            user.quiet_from = 0
 
         gated = self._gated_features()
         self.idle_features = rng.sample(gated, min(len(gated), rng.randint(1, 2)))
@@ -742,7 +747,7 @@ class _Account:
             self._schedule(onset + self.rng.randint(10, 35), self._seat_purchase)
 
     def _plan_power_user(self, onset: int) -> None:
-        self.champion = self.rng.choice(self.users)
+        self.champion = self.rng.choice([u for u in self.users if u.quiet_from is None])
         roll = self.rng.random()
         later = onset + self.rng.randint(20, 50)
         if roll < 0.25:
