@@ -19,17 +19,29 @@ HOUR_MS = round(HOUR * 1000)
 
 SEGMENT_MIX = {"smb": 0.6, "mid_market": 0.3, "enterprise": 0.1}
 
-# Primary archetype shares. Expansion archetypes each make one trigger fire; `churning`
-# exercises the health and churn-risk gates.
+# Primary archetype shares. Expansion archetypes each make one trigger fire and convert
+# with some probability; gate archetypes each fail one readiness gate, and some of them also
+# show an expansion behaviour that the gate should hold back.
 ARCHETYPE_MIX = {
-    "steady": 0.52,
-    "seat_growth": 0.08,
-    "usage_growth": 0.08,
-    "tier_curious": 0.07,
-    "invite_surge": 0.06,
-    "new_department": 0.06,
-    "power_user": 0.06,
-    "churning": 0.07,
+    "steady": 0.29,
+    "seat_growth": 0.06,
+    "usage_growth": 0.06,
+    "tier_curious": 0.05,
+    "invite_surge": 0.05,
+    "new_department": 0.05,
+    "power_user": 0.05,
+    "workflow_heavy": 0.04,
+    "workflow_deep": 0.03,
+    "feature_explorer": 0.04,
+    "renewal_expansion": 0.04,
+    "expansion_inquiry": 0.02,
+    "qbr_unmet_need": 0.02,
+    "stalled_pql": 0.03,
+    "churning": 0.05,
+    "shelfware": 0.03,
+    "shallow_adoption": 0.03,
+    "support_strain": 0.03,
+    "detractor": 0.03,
 }
 EXPANSION_ARCHETYPES = (
     "seat_growth",
@@ -38,10 +50,28 @@ EXPANSION_ARCHETYPES = (
     "invite_surge",
     "new_department",
     "power_user",
+    "workflow_heavy",
+    "workflow_deep",
+    "feature_explorer",
+    "renewal_expansion",
+    "expansion_inquiry",
+    "qbr_unmet_need",
 )
+# Behaviours an account can show beside its primary one (they need no special profile).
+STACKING_ARCHETYPES = EXPANSION_ARCHETYPES[:9]
+# Gate archetype -> the expansion behaviours it may also show (then gated), and how often.
+GATED_SECOND: dict[str, tuple[float, tuple[str, ...]]] = {
+    "churning": (0.35, ("usage_growth", "tier_curious")),
+    "shelfware": (0.4, ("seat_growth", "invite_surge", "usage_growth")),
+    "shallow_adoption": (0.4, ("tier_curious", "usage_growth", "invite_surge")),
+    "support_strain": (0.4, ("seat_growth", "usage_growth", "new_department", "tier_curious")),
+    "detractor": (0.4, ("tier_curious", "usage_growth", "invite_surge")),
+}
+# What a stalled in-app prompt was about: behaviours a small account converts on by itself.
+STALLING_ARCHETYPES = ("seat_growth", "usage_growth", "tier_curious", "invite_surge")
 ARCHETYPES = tuple(ARCHETYPE_MIX)
+GROWING_ARCHETYPES = ("seat_growth", "new_department", "invite_surge")  # headcount rising
 SECOND_ARCHETYPE_SHARE = 0.2  # expansion accounts showing a second behaviour (stacked signals)
-CHURNING_SECOND_SHARE = 0.35  # churning accounts still showing expansion behaviour (gated)
 OUTCOME_KINDS = ("seat_purchase", "tier_upgrade", "capacity_upgrade")
 
 PLANS = ("starter", "team", "business", "enterprise")
@@ -80,7 +110,56 @@ DEPARTMENTS = (
     "people",
     "legal",
 )
-EXTERNAL_KINDS = ("champion_promoted", "exec_sponsor_added", "funding_round", "headcount_growth")
+EXTERNAL_KINDS = (
+    "champion_promoted",
+    "exec_sponsor_added",
+    "funding_round",
+    "headcount_growth",
+    "expansion_inquiry",
+    "qbr_unmet_need",
+)
+# Features every plan includes; a plan's features are these and the gated ones up to it.
+BASE_FEATURES = ("projects", "tasks", "comments", "file_sharing", "search")
+PLAN_FEATURES = {
+    plan: BASE_FEATURES
+    + tuple(f for f, needs in GATED_FEATURES.items() if PLAN_RANK[needs] <= PLAN_RANK[plan])
+    for plan in PLANS
+}
+# The shipped rules' numbers the behaviours are shaped around: the adoption gate's distinct
+# features in 30 days, and value discovery's lowest share of the plan's features.
+ADOPTION_MINIMUM = {"smb": 3, "mid_market": 5, "enterprise": 7}
+DISCOVERY_SHARE = 0.75
+WORKFLOWS = (
+    "lead-routing",
+    "invoice-approval",
+    "weekly-report",
+    "onboarding-checklist",
+    "bug-triage",
+    "content-review",
+    "expense-sync",
+    "release-notes",
+    "renewal-reminders",
+    "ticket-escalation",
+    "data-export",
+    "contract-review",
+    "hiring-pipeline",
+    "sprint-planning",
+    "nightly-sync",
+    "access-review",
+)
+TICKET_SEVERITIES = (("low", 0.35), ("normal", 0.45), ("high", 0.15), ("urgent", 0.05))
+# Days between an account's tickets while its support load is steady. Each divides 30, so
+# every 30-day window holds the same number: with random arrivals the last 30 days would
+# outnumber the 30 before about 40 % of the time, and the support gate would hold back
+# accounts whose load is not rising.
+TICKET_CADENCE = {"smb": (15, 30), "mid_market": (6, 10, 15), "enterprise": (5, 6, 10)}
+# Share of accounts with an annual contract, whose CRM sends a renewal date.
+RENEWAL_SHARE = {"smb": 0.25, "mid_market": 0.8, "enterprise": 0.95}
+RENEWAL_MOVED_SHARE = 0.15  # renewals pushed to a later date while they are near
+NPS_SHARE = 0.65  # accounts with an NPS survey result
+FEATURE_TRACKING_SHARE = 0.8  # accounts whose product analytics send feature_used
+TICKETING_SHARE = 0.85  # accounts that file support tickets
+WORKFLOW_SHARE = 0.55  # accounts whose plan has workflows and that run some
 
 
 @dataclass(frozen=True)
@@ -127,6 +206,12 @@ class AccountProfile:
     seats: int  # users holding a seat on day 0
     engagement: float  # typical weekday probability that a user is active
     peak_hour: float  # UTC hour around which its users work
+    renewal_day: int | None = None  # day index of the contract's renewal; None = no renewal date
+    renewal_form: str = "date"  # how its CRM writes the date: date, utc or offset
+    nps: float | None = None  # the latest survey's score on day 0
+    features_used: int = 0  # distinct plan features in regular use; 0 = sends no feature_used
+    ticket_cadence: int | None = None  # days between support tickets; None = files none
+    dormant_share: float = 0.0  # share of seated users who never use the product
 
 
 def _poisson(rng: random.Random, mean: float) -> int:
@@ -158,35 +243,95 @@ def _quota(count: int, mix: Mapping[str, float], rng: random.Random) -> list[str
 
 
 def _onset(rng: random.Random, archetype: str, days: int) -> int:
-    if archetype == "steady":
-        return 0
+    if archetype in ("steady", "stalled_pql", "shelfware", "shallow_adoption", "detractor"):
+        return 0  # what these do holds from the start; a stalled prompt follows its behaviour
+    if archetype == "renewal_expansion":
+        return 0  # set from the renewal date, which is drawn later
     if archetype == "new_department":
         # Departments must be known for 30 days before a new one counts.
         return rng.randint(35, max(35, days - 21))
+    if archetype == "workflow_heavy":
+        # Four sustained weeks are needed, so the team is automating early enough to show it.
+        return rng.randint(0, max(0, days - 35))
     low, high = {
         "seat_growth": (0.1, 0.45),
         "usage_growth": (0.05, 0.45),
         "tier_curious": (0.1, 0.65),
         "invite_surge": (0.1, 0.75),
         "power_user": (0.05, 0.5),
+        "workflow_deep": (0.05, 0.45),
+        "feature_explorer": (0.0, 0.35),
+        "expansion_inquiry": (0.1, 0.8),
+        "qbr_unmet_need": (0.1, 0.8),
         "churning": (0.2, 0.55),
+        "support_strain": (0.1, 0.6),
     }[archetype]
     return rng.randint(int(days * low), max(int(days * low), int(days * high)))
+
+
+def _second_archetype(rng: random.Random, primary: str) -> str | None:
+    if primary in EXPANSION_ARCHETYPES:
+        if rng.random() < SECOND_ARCHETYPE_SHARE:
+            return rng.choice([a for a in STACKING_ARCHETYPES if a != primary])
+        return None
+    if primary == "stalled_pql":
+        return rng.choice(STALLING_ARCHETYPES)
+    if primary in GATED_SECOND:
+        share, behaviours = GATED_SECOND[primary]
+        return rng.choice(behaviours) if rng.random() < share else None
+    return None
+
+
+def _nps(rng: random.Random, primary: str, segment: str) -> float | None:
+    if primary == "detractor":
+        score = rng.randint(1, 6)
+    elif rng.random() >= (0.8 if primary == "churning" else NPS_SHARE):
+        return None
+    elif primary == "churning":
+        score = rng.randint(2, 6) if rng.random() < 0.6 else rng.randint(6, 8)
+    elif primary in EXPANSION_ARCHETYPES or primary == "stalled_pql":
+        score = _weighted(rng, ((rng.randint(8, 10), 0.85), (7, 0.1), (rng.randint(5, 6), 0.05)))
+    else:
+        score = _weighted(
+            rng, ((rng.randint(9, 10), 0.45), (rng.randint(7, 8), 0.35), (rng.randint(2, 6), 0.2))
+        )
+    if segment == "smb":
+        return float(score)
+    # Larger accounts report the mean of their respondents' scores.
+    return round(min(10.0, max(0.0, score + rng.uniform(-0.4, 0.4))), 1)
+
+
+def _features_used(rng: random.Random, primary: str, segment: str, plan: str) -> int:
+    """How many of its plan's features an account uses regularly (0: it sends none)."""
+    count = len(PLAN_FEATURES[plan])
+    below_discovery = math.ceil(DISCOVERY_SHARE * count) - 1
+    adoption = min(ADOPTION_MINIMUM[segment], below_discovery)
+    if primary == "shallow_adoption":
+        return rng.randint(1, max(1, ADOPTION_MINIMUM[segment] - 2))
+    if primary != "feature_explorer" and rng.random() >= FEATURE_TRACKING_SHARE:
+        return 0
+    return rng.randint(adoption, below_discovery)
 
 
 def _profile(index: int, primary: str, days: int, start_ms: int, seed: int) -> AccountProfile:
     rng = random.Random(f"{seed}:profile:{index}")
     archetypes = [primary]
-    if primary in EXPANSION_ARCHETYPES and rng.random() < SECOND_ARCHETYPE_SHARE:
-        archetypes.append(rng.choice([a for a in EXPANSION_ARCHETYPES if a != primary]))
-    elif primary == "churning" and rng.random() < CHURNING_SECOND_SHARE:
-        archetypes.append(rng.choice(("usage_growth", "tier_curious")))
+    second = _second_archetype(rng, primary)
+    if second is not None:
+        archetypes.append(second)
 
-    segment = _weighted(rng, SEGMENT_MIX.items())
+    if primary == "stalled_pql":
+        segment = "smb"  # a small account, so its signals route in_app
+    elif primary == "qbr_unmet_need":
+        segment = rng.choice(("mid_market", "enterprise"))  # accounts with business reviews
+    else:
+        segment = _weighted(rng, SEGMENT_MIX.items())
     shape = SEGMENTS[segment]
     plan = _weighted(rng, shape.plans)
-    if "tier_curious" in archetypes and plan == "enterprise":
+    if ("tier_curious" in archetypes or primary == "qbr_unmet_need") and plan == "enterprise":
         plan = "business"  # nothing is gated above the top plan
+    if {"workflow_heavy", "workflow_deep"} & set(archetypes) and plan == "starter":
+        plan = "team"  # workflows come with the team plan
 
     low, high = shape.seat_limit
     seat_limit = rng.randint(low, high)
@@ -198,7 +343,7 @@ def _profile(index: int, primary: str, days: int, start_ms: int, seed: int) -> A
     else:
         utilisation = rng.uniform(0.4, 0.7)
     seats = max(2, round(utilisation * seat_limit))
-    if "power_user" in archetypes:
+    if {"power_user", "workflow_heavy", "workflow_deep"} & set(archetypes):
         seats = max(seats, 4)
         seat_limit = max(seat_limit, math.ceil(seats / 0.7))
     # Room for the newcomers, so most of these accounts do not also saturate their seats.
@@ -210,6 +355,8 @@ def _profile(index: int, primary: str, days: int, start_ms: int, seed: int) -> A
     position = (seat_limit - low) / (high - low)
     mrr_low, mrr_high = shape.mrr
     spread = min(1.0, max(0.0, position + rng.gauss(0, 0.2)))
+    if primary == "stalled_pql":
+        spread = min(spread, 0.4)
     mrr = float(round(mrr_low * (mrr_high / mrr_low) ** spread / 10) * 10)
 
     scale = rng.choice((1, 2, 4)) if plan == "enterprise" else 1
@@ -217,6 +364,8 @@ def _profile(index: int, primary: str, days: int, start_ms: int, seed: int) -> A
 
     roll = rng.random()
     activation_day: int | None = None
+    if primary == "renewal_expansion":
+        roll = 0.0  # a customer for about a year
     if roll < 0.78:
         activated_at: str | None = format_ms(
             start_ms - rng.randint(30, 400) * DAY_MS + rng.randint(8 * HOUR_MS, 18 * HOUR_MS)
@@ -230,11 +379,13 @@ def _profile(index: int, primary: str, days: int, start_ms: int, seed: int) -> A
         if roll < 0.94 and days > 1:
             activation_day = rng.randint(1, days - 1)
 
-    if rng.random() < 0.12:
-        health: int | None = None
+    if primary == "renewal_expansion":
+        health: int | None = round(rng.uniform(82, 98))  # renewal plays need a healthy account
+    elif rng.random() < 0.12:
+        health = None
     elif primary == "churning":
         health = round(rng.uniform(62, 85))
-    elif primary in EXPANSION_ARCHETYPES:
+    elif primary in EXPANSION_ARCHETYPES or primary in GATED_SECOND or primary == "stalled_pql":
         health = round(rng.triangular(72, 100, 92))
     elif rng.random() < 0.15:
         health = round(rng.uniform(35, 70))
@@ -251,13 +402,32 @@ def _profile(index: int, primary: str, days: int, start_ms: int, seed: int) -> A
         engagement = rng.uniform(0.22, 0.35)
     else:
         engagement = rng.uniform(0.4, 0.6)
+    peak_hour = _weighted(rng, REGIONS) + rng.uniform(-1.5, 1.5)
+    onsets = {archetype: _onset(rng, archetype, days) for archetype in archetypes}
+
+    renewal_day: int | None = None
+    if primary == "renewal_expansion":
+        # Its 60-day run-up starts in the run, or the run starts inside it.
+        renewal_day = rng.randint(min(40, days), days + 30)
+        onsets[primary] = max(0, renewal_day - 60)
+    elif rng.random() < RENEWAL_SHARE[segment]:
+        renewal_day = rng.randint(1, 365)  # annual contracts, renewing all year round
+    renewal_form = _weighted(rng, (("date", 0.5), ("utc", 0.35), ("offset", 0.15)))
+
+    cadence: int | None = None
+    if primary == "support_strain" or rng.random() < TICKETING_SHARE:
+        cadence = rng.choice(TICKET_CADENCE[segment])
+    if primary == "shelfware":
+        dormant = rng.uniform(0.45, 0.65)
+    else:
+        dormant = rng.choice((0.0, 0.0, 0.05, 0.1))
 
     return AccountProfile(
         index=index,
         account_id=f"acct-{index + 1:04d}",
         segment=segment,
         archetypes=tuple(archetypes),
-        onsets={archetype: _onset(rng, archetype, days) for archetype in archetypes},
+        onsets=onsets,
         plan=plan,
         seat_limit=0 if unlimited else seat_limit,
         usage_limits=usage_limits,
@@ -268,7 +438,13 @@ def _profile(index: int, primary: str, days: int, start_ms: int, seed: int) -> A
         departments=departments,
         seats=seats,
         engagement=engagement,
-        peak_hour=_weighted(rng, REGIONS) + rng.uniform(-1.5, 1.5),
+        peak_hour=peak_hour,
+        renewal_day=renewal_day,
+        renewal_form=renewal_form,
+        nps=_nps(rng, primary, segment),
+        features_used=_features_used(rng, primary, segment, plan),
+        ticket_cadence=cadence,
+        dormant_share=dormant,
     )
 
 
@@ -280,6 +456,8 @@ class _User:
     seated: bool = True
     assigned_ms: int = 0
     quiet_from: int | None = None  # day index from which the user is no longer active
+    workflows: tuple[str, ...] = ()  # the workflows this user runs on the days it is active
+    run_p: float = 0.3  # chance that an active day runs each of them
 
 
 @dataclass
@@ -304,6 +482,8 @@ class _Account:
         self.id = profile.account_id
         self.index = profile.index
         self.rng = random.Random(f"{sim.seed}:account:{profile.index}")
+        # The v2 behaviours draw from their own stream, so they leave the others' draws alone.
+        self.habits = random.Random(f"{sim.seed}:habits:{profile.index}")
         self._ids = random.Random(f"{sim.seed}:ids:{profile.index}")
         self._out: list[tuple[int, int, int, dict[str, Any]]] = []
         self._seq = 0
@@ -324,6 +504,11 @@ class _Account:
             departments = profile.departments
             first = departments[number] if number < len(departments) else self._department()
             self.users.append(self._new_user(first))
+        for user in self.users:
+            user.quiet_from = None  # the day-0 seats: exactly the profile's share unused
+        dormant = math.ceil(profile.dormant_share * len(self.users))
+        for user in self.habits.sample(self.users, dormant):
+            user.quiet_from = 0
 
         gated = self._gated_features()
         self.idle_features = rng.sample(gated, min(len(gated), rng.randint(1, 2)))
@@ -342,9 +527,28 @@ class _Account:
             self.meters[name] = _Meter(name, ratio, weekly, rng.randrange(7))
         self.growth_meter: _Meter | None = None
 
+        self.hold_until = 0  # conversions before this day index do not happen (a stalled PQL)
+        self.csm_managed = profile.segment != "smb"  # a CSM records outcomes in the CRM
+        self.opportunity = False
+        self.feature_due: dict[str, int] = {}  # feature -> day index of its next use
+        self.explore: list[str] = []  # features an explorer has still to try
+        self.explore_target = 0
+        self.hot_workflow: str | None = None
+        self.hot_users: list[_User] = []
+        self.renewal_day = profile.renewal_day
+        self.nps = profile.nps
+        self.strain: tuple[int, int, float] | None = None  # first day, last day, extra per day
+        self.tickets = 0
+        self._plan_habits()
+
         for archetype in profile.archetypes:
             getattr(self, f"_plan_{archetype}")(self.onsets[archetype])
+        self._plan_support_load()
         self._plan_external()
+        self._plan_renewal()
+        self._plan_survey()
+        if profile.archetypes[0] in EXPANSION_ARCHETYPES:
+            self._plan_crm_outcomes()
         if profile.archetypes == ("steady",):
             self._plan_unexplained_outcome()
 
@@ -352,12 +556,16 @@ class _Account:
 
     def _new_user(self, department: str | None, weekday_p: float | None = None) -> _User:
         self._next_user += 1
+        dormant = False
         if weekday_p is None:
             weekday_p = self.profile.engagement * self.rng.uniform(0.85, 1.15)
+            share = self.profile.dormant_share
+            dormant = bool(share) and self.habits.random() < share
         return _User(
             user_id=f"usr-{self.index + 1:04d}-{self._next_user:04d}",
             department=department,
             weekday_p=min(0.95, weekday_p),
+            quiet_from=0 if dormant else None,  # a seat nobody uses
         )
 
     def _department(self) -> str | None:
@@ -428,7 +636,7 @@ class _Account:
         self._emit(self._moment(day), "account_updated", properties)
 
     def _outcome(self, day: int, kind: str) -> bool:
-        if kind in self.converted:
+        if kind in self.converted or day < self.hold_until:
             return False
         self.converted.add(kind)
         self.sim.outcomes.append(
@@ -436,20 +644,30 @@ class _Account:
         )
         return True
 
+    def _convert(self, day: int, old_mrr: float, **properties: Any) -> None:
+        """Send the account_updated of a conversion; a CSM records the won deal just before."""
+        ms = self._moment(day)
+        if self.csm_managed:
+            won = {"stage": "won", "expansion_mrr": round(max(0.0, self.mrr - old_mrr), 2)}
+            self._emit(ms, "expansion_outcome", won)
+            ms = min(ms + self.rng.randint(60_000, 3_600_000), self.sim.day_ms(day + 1) - 1)
+        self._emit(ms, "account_updated", properties)
+
     # --- conversions (the ground truth) -----------------------------------------------------
 
     def _seat_purchase(self, day: int) -> None:
         if not self._outcome(day, "seat_purchase"):
             return
+        old_mrr = self.mrr
         if not self.seat_limit:  # unlimited plan: a true-up of the contract
             self.mrr = round(self.mrr * self.rng.uniform(1.1, 1.3), 2)
-            self._update(day, mrr=self.mrr)
+            self._convert(day, old_mrr, mrr=self.mrr)
             return
         old = self.seat_limit
         base = max(old, self._seats_in_use())
         self.seat_limit = max(old + 2, math.ceil(base * self.rng.uniform(1.25, 1.5)))
         self.mrr = round(self.mrr * self.seat_limit / old, 2)
-        self._update(day, seat_limit=self.seat_limit, mrr=self.mrr)
+        self._convert(day, old_mrr, seat_limit=self.seat_limit, mrr=self.mrr)
 
     def _tier_upgrade(self, day: int) -> None:
         if self.plan == PLANS[-1] or not self._outcome(day, "tier_upgrade"):
@@ -461,8 +679,15 @@ class _Account:
                 self.usage_limits[meter] = limit
                 if meter not in self.meters:
                     self.meters[meter] = _Meter(meter, self.rng.uniform(0.1, 0.3), False, 0)
+        old_mrr = self.mrr
         self.mrr = round(self.mrr * self.rng.uniform(1.3, 1.8), 2)
-        self._update(day, plan=self.plan, usage_limits=dict(self.usage_limits), mrr=self.mrr)
+        self._convert(
+            day, old_mrr, plan=self.plan, usage_limits=dict(self.usage_limits), mrr=self.mrr
+        )
+        if self.feature_due:
+            # What the team upgraded for, it now uses.
+            for feature in self.distinct_hit:
+                self.feature_due.setdefault(feature, day + self.habits.randint(1, 5))
 
     def _capacity_upgrade(self, day: int, meter: str | None = None) -> None:
         if not self._outcome(day, "capacity_upgrade"):
@@ -472,8 +697,9 @@ class _Account:
         gauge = self.meters[name]
         if gauge is self.growth_meter:
             gauge.frozen_multiplier = self._growth_multiplier(gauge, day)
+        old_mrr = self.mrr
         self.mrr = round(self.mrr * self.rng.uniform(1.15, 1.35), 2)
-        self._update(day, usage_limits=dict(self.usage_limits), mrr=self.mrr)
+        self._convert(day, old_mrr, usage_limits=dict(self.usage_limits), mrr=self.mrr)
 
     # --- archetype plans (set up before day 0) ----------------------------------------------
 
@@ -521,7 +747,7 @@ class _Account:
             self._schedule(onset + self.rng.randint(10, 35), self._seat_purchase)
 
     def _plan_power_user(self, onset: int) -> None:
-        self.champion = self.rng.choice(self.users)
+        self.champion = self.rng.choice([u for u in self.users if u.quiet_from is None])
         roll = self.rng.random()
         later = onset + self.rng.randint(20, 50)
         if roll < 0.25:
@@ -541,6 +767,8 @@ class _Account:
 
     def _plan_churning(self, onset: int) -> None:
         for user in self.users:
+            if user.quiet_from == 0:
+                continue  # never used its seat
             if self.rng.random() < 0.75:
                 user.quiet_from = onset + self.rng.randint(0, 14)
                 if self.rng.random() < 0.4:
@@ -549,9 +777,150 @@ class _Account:
             else:
                 user.weekday_p *= 0.6
 
+    def _plan_workflow_heavy(self, onset: int) -> None:
+        self._schedule(onset, self._automate)
+        if self.habits.random() < 0.45:
+            upgrade = self._tier_upgrade if self.plan != PLANS[-1] else self._seat_purchase
+            self._schedule(onset + self.habits.randint(30, 50), upgrade)
+
+    def _plan_workflow_deep(self, onset: int) -> None:
+        self._schedule(onset, self._integrate)
+        if self.habits.random() < 0.45:
+            self._schedule(onset + self.habits.randint(20, 45), self._capacity_upgrade)
+
+    def _plan_feature_explorer(self, onset: int) -> None:
+        habits = self.habits
+        features = PLAN_FEATURES[self.plan]
+        unused = [f for f in features if f not in self.feature_due]
+        habits.shuffle(unused)
+        full = habits.random() < 0.45
+        target = len(features) if full else math.ceil(DISCOVERY_SHARE * len(features))
+        self.explore = unused[: max(1, target - len(self.feature_due))]
+        self._schedule(onset, self._discover)
+
+    def _plan_renewal_expansion(self, onset: int) -> None:
+        assert self.renewal_day is not None
+        if self.habits.random() < 0.55:
+            # The deal closes in the run-up to the renewal date.
+            day = max(onset + 1, self.renewal_day - self.habits.randint(0, 25))
+            if self.plan != PLANS[-1] and self.habits.random() < 0.4:
+                self._schedule(day, self._tier_upgrade)
+            else:
+                self._schedule(day, self._seat_purchase)
+
+    def _plan_expansion_inquiry(self, onset: int) -> None:
+        habits = self.habits
+        team = habits.choice([d for d in DEPARTMENTS if d not in self.profile.departments])
+        seats = habits.randint(3, 12)
+        source = habits.choice(("support_chat", "email", "account_review"))
+        detail = {"team": team, "seats": seats, "source": source}
+        self._schedule(onset, partial(self._external, kind="expansion_inquiry", detail=detail))
+        if habits.random() < 0.6:
+            bought = onset + habits.randint(7, 30)
+            self._schedule(bought, self._seat_purchase)
+            for _ in range(min(seats, habits.randint(2, 6))):
+                user = self._new_user(team, habits.uniform(0.45, 0.65))
+                self._schedule(bought + habits.randint(1, 10), partial(self._assign, user=user))
+
+    def _plan_qbr_unmet_need(self, onset: int) -> None:
+        habits = self.habits
+        need = habits.choice(self._gated_features())
+        self.distinct_hit.add(need)  # an upgrade goes to the plan that has it
+        when = self.sim.date(onset)
+        detail = {"need": need, "source": "qbr", "quarter": f"{when.year}-Q{(when.month + 2) // 3}"}
+        self._schedule(onset, partial(self._external, kind="qbr_unmet_need", detail=detail))
+        if habits.random() < 0.5:
+            self._schedule(onset + habits.randint(20, 60), self._tier_upgrade)
+
+    def _plan_stalled_pql(self, onset: int) -> None:
+        """Nobody answers the in-app prompt; after a person reaches out, half convert."""
+        behaviour = self.profile.archetypes[1]
+        self.hold_until = self.onsets[behaviour] + 60
+        if self.habits.random() < 0.5:
+            convert = {
+                "seat_growth": self._seat_purchase,
+                "invite_surge": self._seat_purchase,
+                "tier_curious": self._tier_upgrade,
+                "usage_growth": self._capacity_upgrade,
+            }[behaviour]
+            self._schedule(self.hold_until + self.habits.randint(0, 25), convert)
+
+    def _plan_shelfware(self, onset: int) -> None:
+        pass  # its dormant seats are in the profile
+
+    def _plan_shallow_adoption(self, onset: int) -> None:
+        pass  # its few features are in the profile
+
+    def _plan_detractor(self, onset: int) -> None:
+        pass  # its NPS is in the profile
+
+    def _plan_support_strain(self, onset: int) -> None:
+        self.strain = (onset, onset + self.habits.randint(20, 35), self.habits.uniform(0.25, 0.5))
+
+    def _plan_habits(self) -> None:
+        """What most accounts do besides their archetype: features, workflows, tickets."""
+        habits = self.habits
+        features = PLAN_FEATURES[self.plan]
+        base = [f for f in features if f in BASE_FEATURES]
+        extra = [f for f in features if f not in BASE_FEATURES]
+        habits.shuffle(base)
+        habits.shuffle(extra)
+        for feature in (base + extra)[: self.profile.features_used]:
+            self.feature_due[feature] = habits.randint(0, 4)
+        self.failure_rate = habits.uniform(0.03, 0.15)
+        if "workflow_automation" in features and habits.random() < WORKFLOW_SHARE:
+            catalog = habits.sample(WORKFLOWS, 6)
+            users = [u for u in self.users if u.quiet_from is None]
+            for user in habits.sample(users, min(len(users), habits.randint(1, 2))):
+                user.workflows = tuple(habits.sample(catalog, habits.randint(1, 3)))
+        cadence = self.profile.ticket_cadence
+        self.ticket_phase = habits.randrange(cadence) if cadence else -1
+
+    def _plan_support_load(self) -> None:
+        """Tickets rise for some churning and some fast-growing accounts."""
+        archetypes = self.profile.archetypes
+        if self.strain is not None:
+            return
+        if "churning" in archetypes:
+            share, cause = 0.4, "churning"
+        else:
+            growing = [a for a in GROWING_ARCHETYPES if a in archetypes]
+            if not growing:
+                return
+            share, cause = 0.1, growing[0]
+        if self.habits.random() < share:
+            first = max(0, self.onsets[cause] + self.habits.randint(-5, 10))
+            last = first + self.habits.randint(20, 35)
+            self.strain = (first, last, self.habits.uniform(0.2, 0.4))
+
+    def _plan_renewal(self) -> None:
+        if self.renewal_day is None:
+            return
+        habits = self.habits
+        renewal = self.renewal_day
+        if (
+            self.profile.archetypes[0] != "renewal_expansion"
+            and habits.random() < RENEWAL_MOVED_SHARE
+        ):
+            moved = habits.randint(max(1, renewal - 50), max(1, renewal - 5))
+            self._schedule(moved, self._move_renewal)
+        self._schedule(renewal + habits.randint(0, 2), self._renew)
+
+    def _plan_survey(self) -> None:
+        if self.nps is not None:
+            self._schedule(self.habits.randint(30, 120), self._survey)
+
+    def _plan_crm_outcomes(self) -> None:
+        """A CSM qualifies the expansion, and later closes it lost or judges it not ready."""
+        if not self.csm_managed:
+            return
+        onset = min(self.onsets[a] for a in self.profile.archetypes if a in EXPANSION_ARCHETYPES)
+        self._schedule(onset + self.habits.randint(10, 25), self._qualify)
+        self._schedule(onset + self.habits.randint(45, 75), self._close)
+
     def _plan_external(self) -> None:
         archetypes = self.profile.archetypes
-        growing = {"seat_growth", "invite_surge", "new_department"} & set(archetypes)
+        growing = set(GROWING_ARCHETYPES) & set(archetypes)
         if growing and self.rng.random() < 0.3:
             onset = min(self.onsets[a] for a in growing)
             kind = self.rng.choice(("funding_round", "headcount_growth"))
@@ -596,6 +965,140 @@ class _Account:
         if kind == "champion_promoted":
             return {"title": rng.choice(("Director", "VP", "Head of Operations"))}
         return {"title": rng.choice(("CFO", "COO", "CTO", "CRO"))}
+
+    def _automate(self, day: int) -> None:
+        """The team builds on workflows: a few users each run several of them most days."""
+        habits = self.habits
+        users = sorted(
+            (u for u in self._active_users(day)), key=lambda u: (not u.workflows, u.user_id)
+        )
+        chosen = users[: habits.randint(2, 4)]
+        for user in self.users:
+            user.workflows = ()
+        for user in chosen:
+            user.workflows = tuple(habits.sample(WORKFLOWS, habits.randint(5, 7)))
+            user.run_p = 0.45
+            user.weekday_p = max(user.weekday_p, habits.uniform(0.8, 0.9))
+        self.failure_rate = habits.uniform(0.01, 0.05)
+
+    def _integrate(self, day: int) -> None:
+        """One workflow becomes part of the team's pipeline and runs many times a day."""
+        habits = self.habits
+        self.hot_workflow = habits.choice(WORKFLOWS)
+        active = self._active_users(day) or self.users
+        self.hot_users = habits.sample(active, min(len(active), habits.randint(2, 3)))
+        for user in self.hot_users:
+            user.workflows = tuple(w for w in user.workflows if w != self.hot_workflow)[:2]
+            user.weekday_p = max(user.weekday_p, habits.uniform(0.65, 0.8))
+
+    def _run_workflows(self, day: int, user: _User, ms: int) -> None:
+        habits = self.habits
+        runs = [w for w in user.workflows if habits.random() < user.run_p]
+        if user in self.hot_users and self.hot_workflow is not None:
+            runs += [self.hot_workflow] * habits.randint(1, 3)
+        end = self.sim.day_ms(day + 1) - 1
+        for workflow in runs:
+            status = "failed" if habits.random() < self.failure_rate else "completed"
+            at = min(end, ms + habits.randint(1_000, 3 * HOUR_MS))
+            self._emit(at, "workflow_run", {"workflow": workflow, "status": status}, user.user_id)
+
+    def _discover(self, day: int) -> None:
+        if not self.explore:
+            return
+        self.feature_due[self.explore.pop()] = day
+        if self.explore:
+            self._schedule(day + self.habits.randint(1, 4), self._discover)
+        elif self.habits.random() < 0.5:
+            upgrade = self._tier_upgrade if self.plan != PLANS[-1] else self._seat_purchase
+            self._schedule(day + self.habits.randint(7, 30), upgrade)
+
+    def _features(self, day: int) -> None:
+        due = [f for f, when in self.feature_due.items() if when <= day]
+        if not due:
+            return
+        habits = self.habits
+        active = self._active_users(day)
+        for feature in due:
+            # Used every two weeks at most, so every 30 days see each feature in use.
+            self.feature_due[feature] = day + habits.randint(3, 13)
+            if active:
+                user = habits.choice(active)
+                self._emit(self._moment(day), "feature_used", {"feature": feature}, user.user_id)
+
+    def _support(self, day: int) -> None:
+        count = 1 if day % (self.profile.ticket_cadence or 1) == self.ticket_phase else 0
+        strain = self.strain
+        if strain is not None and strain[0] <= day <= strain[1]:
+            count += _poisson(self.habits, strain[2])
+        if not count:
+            return
+        habits = self.habits
+        active = self._active_users(day)
+        for _ in range(count):
+            self.tickets += 1
+            severity = _weighted(habits, TICKET_SEVERITIES)
+            properties = {"ticket_id": f"T{self.index + 1:04d}-{self.tickets:04d}"}
+            properties["severity"] = severity
+            filer = habits.choice(active) if active and habits.random() < 0.7 else None
+            self._emit(
+                self._moment(day),
+                "support_ticket",
+                properties,
+                None if filer is None else filer.user_id,
+            )
+
+    def _renewal_text(self) -> str:
+        assert self.renewal_day is not None
+        day = self.sim.date(self.renewal_day).isoformat()
+        form = self.profile.renewal_form
+        if form == "date":
+            return day
+        if form == "utc":
+            return f"{day}T00:00:00Z"
+        return f"{day}T23:59:59-05:00"  # end of the customer's business day
+
+    def _move_renewal(self, day: int) -> None:
+        assert self.renewal_day is not None
+        if self.renewal_day <= day:
+            return
+        self.renewal_day += self.habits.randint(14, 45)  # co-termed or still in negotiation
+        self._update(day, renewal_date=self._renewal_text())
+
+    def _renew(self, day: int) -> None:
+        assert self.renewal_day is not None
+        if self.renewal_day > day:  # the date moved since this was planned
+            self._schedule(self.renewal_day + self.habits.randint(0, 2), self._renew)
+            return
+        self.renewal_day += 365
+        self._update(day, renewal_date=self._renewal_text())
+
+    def _survey(self, day: int) -> None:
+        assert self.nps is not None
+        habits = self.habits
+        churning = "churning" in self.profile.archetypes and day >= self.onsets["churning"]
+        drift = -habits.uniform(1, 3) if churning else habits.uniform(-1, 1)
+        score = min(10.0, max(0.0, self.nps + drift))
+        self.nps = float(round(score)) if self.profile.segment == "smb" else round(score, 1)
+        self._update(day, nps=self.nps)
+        self._schedule(day + habits.randint(80, 100), self._survey)
+
+    def _qualify(self, day: int) -> None:
+        if self.converted:
+            return
+        self.opportunity = True
+        self._emit(self._moment(day), "expansion_outcome", {"stage": "opportunity"})
+
+    def _close(self, day: int) -> None:
+        if self.converted:
+            return
+        habits = self.habits
+        if self.opportunity and habits.random() < 0.6:
+            reason = habits.choice(("budget", "timing", "chose_competitor", "no_decision"))
+            self._emit(self._moment(day), "expansion_outcome", {"stage": "lost", "reason": reason})
+        elif not self.opportunity or habits.random() < 0.3:
+            reason = habits.choice(("not_ready", "no_need", "reorganising"))
+            properties = {"stage": "rejected", "reason": reason}
+            self._emit(self._moment(day), "expansion_outcome", properties)
 
     def _gate_hit(self, day: int, feature: str, user: _User | None = None) -> None:
         if PLAN_RANK[GATED_FEATURES[feature]] <= PLAN_RANK[self.plan]:
@@ -663,6 +1166,8 @@ class _Account:
         if rng.random() < 0.006 and self._utilisation(extra=1) < 0.75:
             self._invite(day)
         self._activity(day)
+        self._features(day)
+        self._support(day)
         self._usage(day)
         self._health(day)
         self._run_agenda(day)  # what today's behaviour scheduled for later today
@@ -676,19 +1181,20 @@ class _Account:
     def _snapshot(self) -> None:
         profile = self.profile
         ms = self.sim.day_ms(0) + self.rng.randint(0, 300_000)
-        self._emit(
-            ms,
-            "account_updated",
-            {
-                "plan": self.plan,
-                "seat_limit": self.seat_limit,
-                "usage_limits": dict(self.usage_limits),
-                "segment": profile.segment,
-                "mrr": self.mrr,
-                "activated_at": profile.activated_at,
-                "health_score": self.health,
-            },
-        )
+        properties: dict[str, Any] = {
+            "plan": self.plan,
+            "seat_limit": self.seat_limit,
+            "usage_limits": dict(self.usage_limits),
+            "segment": profile.segment,
+            "mrr": self.mrr,
+            "activated_at": profile.activated_at,
+            "health_score": self.health,
+        }
+        if self.renewal_day is not None:
+            properties["renewal_date"] = self._renewal_text()
+        if self.nps is not None:
+            properties["nps"] = self.nps
+        self._emit(ms, "account_updated", properties)
         for user in self.users:
             ms += self.rng.randint(20, 80)
             user.assigned_ms = ms
@@ -752,12 +1258,10 @@ class _Account:
                     chance = min(0.95, chance * 1.5)  # newcomers explore the product
             if rng.random() < chance:
                 after = user.assigned_ms if user.assigned_ms >= day_start else None
-                self._emit(
-                    self._moment(day, after),
-                    "user_active",
-                    self._department_props(user),
-                    user.user_id,
-                )
+                ms = self._moment(day, after)
+                self._emit(ms, "user_active", self._department_props(user), user.user_id)
+                if user.workflows or user in self.hot_users:
+                    self._run_workflows(day, user, ms)
 
     def _growth_multiplier(self, meter: _Meter, day: int) -> float:
         if meter is not self.growth_meter or day < self.onsets["usage_growth"]:
