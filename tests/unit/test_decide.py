@@ -145,10 +145,14 @@ def test_an_account_never_activated_is_gated_with_a_decision_record() -> None:
             "detail": {"activated_at": None, "activation_days": 30},
             "detected_at": stamp(1),
             "source_event_id": "e2",
-            # the signal, with the account as it is: not activated
+            # the signal, with the account as it is: not activated, health not known
             "signal": {
                 **published_if_activated,
-                "account": {**published_if_activated["account"], "activated_at": None},
+                "account": {
+                    **published_if_activated["account"],
+                    "activated_at": None,
+                    "health_score": None,
+                },
             },
         }
     ]
