@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -266,6 +269,20 @@ def test_same_seed_same_events_and_other_seed_differs() -> None:
     assert first == again
     assert first != other
     assert {e["event_id"] for e in first}.isdisjoint(e["event_id"] for e in other)
+
+
+def test_same_seed_same_events_in_another_process() -> None:
+    """Nothing depends on the process's string hashing (the order of a set of names)."""
+    argv = [sys.executable, "-m", "streams", "simulate", "--accounts", "60", "--days", "70"]
+    argv += ["--seed", "5", "--start", "2026-01-05", "--out", "-"]
+    runs = [
+        subprocess.run(
+            argv, capture_output=True, check=True, env={**os.environ, "PYTHONHASHSEED": hashing}
+        ).stdout
+        for hashing in ("1", "2")
+    ]
+    assert runs[0] == runs[1]
+    assert b'"feature_used"' in runs[0] and b'"tier_upgrade"' not in runs[0]
 
 
 def test_events_can_be_regenerated_with_the_same_outcomes() -> None:
