@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from streams.clock import DAY
+from streams.clock import DAY, format_ms
 from streams.events import EVENT_TYPES, MAX_MESSAGE_BYTES, decode
 from streams.simulate import cli, wire, world
 
@@ -282,7 +282,7 @@ def test_same_seed_same_events_in_another_process() -> None:
         for hashing in ("1", "2")
     ]
     assert runs[0] == runs[1]
-    assert b'"feature_used"' in runs[0] and b'"tier_upgrade"' not in runs[0]
+    assert runs[0].count(b"\n") > 10_000
 
 
 def test_events_can_be_regenerated_with_the_same_outcomes() -> None:
@@ -308,7 +308,7 @@ def test_timestamps_never_go_back(run: tuple[world.Simulation, list[dict[str, An
     assert all(a <= b for a, b in zip(seconds, seconds[1:], strict=False))
     assert seconds[0] >= START.timestamp()
     assert seconds[-1] < START.timestamp() + 80 * DAY
-    assert all(e["timestamp"].endswith("Z") and len(e["timestamp"]) == 24 for e in events)
+    assert all(format_ms(round(_seconds(e) * 1000)) == e["timestamp"] for e in events)
 
 
 def test_every_event_passes_the_decoder(run: tuple[world.Simulation, list[dict[str, Any]]]) -> None:
