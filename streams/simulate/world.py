@@ -58,7 +58,17 @@ EXPANSION_ARCHETYPES = (
     "qbr_unmet_need",
 )
 # Behaviours an account can show beside its primary one (they need no special profile).
-STACKING_ARCHETYPES = EXPANSION_ARCHETYPES[:9]
+STACKING_ARCHETYPES = (
+    "seat_growth",
+    "usage_growth",
+    "tier_curious",
+    "invite_surge",
+    "new_department",
+    "power_user",
+    "workflow_heavy",
+    "workflow_deep",
+    "feature_explorer",
+)
 # Gate archetype -> the expansion behaviours it may also show (then gated), and how often.
 GATED_SECOND: dict[str, tuple[float, tuple[str, ...]]] = {
     "churning": (0.35, ("usage_growth", "tier_curious")),
