@@ -1389,7 +1389,7 @@ class Simulation:
         ]
         self.outcomes: list[dict[str, str]] = []
         self._dates = [(self.start + timedelta(days=day)).date() for day in range(days)]
-        self._date_prefixes: dict[int, str] = {}
+        self._minute_prefixes: dict[int, str] = {}
 
     def day_ms(self, day: int) -> int:
         """Epoch milliseconds at which day index `day` begins."""
@@ -1406,15 +1406,12 @@ class Simulation:
         return self._dates[day].weekday() >= 5
 
     def timestamp(self, ms: int) -> str:
-        """format_ms(ms), with each UTC date formatted once (it is per event)."""
-        epoch_day, rest = divmod(ms, DAY_MS)
-        prefix = self._date_prefixes.get(epoch_day)
+        """format_ms(ms), with each minute's date and time formatted once (it is per event)."""
+        minute, millis = divmod(ms, 60_000)
+        prefix = self._minute_prefixes.get(minute)
         if prefix is None:
-            prefix = self._date_prefixes[epoch_day] = format_ms(epoch_day * DAY_MS)[:11]
-        seconds, millis = divmod(rest, 1000)
-        minutes, second = divmod(seconds, 60)
-        hour, minute = divmod(minutes, 60)
-        return f"{prefix}{hour:02d}:{minute:02d}:{second:02d}.{millis:03d}Z"
+            prefix = self._minute_prefixes[minute] = format_ms(minute * 60_000)[:17]
+        return f"{prefix}{millis // 1000:02d}.{millis % 1000:03d}Z"
 
     def events(
         self, progress: Callable[[int, int], None] | None = None
