@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import math
 import random
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
+from operator import itemgetter
 from typing import Any
 
 from streams.clock import DAY, HOUR, format_ms
@@ -58,7 +58,17 @@ EXPANSION_ARCHETYPES = (
     "qbr_unmet_need",
 )
 # Behaviours an account can show beside its primary one (they need no special profile).
-STACKING_ARCHETYPES = EXPANSION_ARCHETYPES[:9]
+STACKING_ARCHETYPES = (
+    "seat_growth",
+    "usage_growth",
+    "tier_curious",
+    "invite_surge",
+    "new_department",
+    "power_user",
+    "workflow_heavy",
+    "workflow_deep",
+    "feature_explorer",
+)
 # Gate archetype -> the expansion behaviours it may also show (then gated), and how often.
 GATED_SECOND: dict[str, tuple[float, tuple[str, ...]]] = {
     "churning": (0.35, ("usage_growth", "tier_curious")),
@@ -110,14 +120,14 @@ DEPARTMENTS = (
     "people",
     "legal",
 )
-EXTERNAL_KINDS = (
+# What enrichment and CRM tools report of any account, without the account asking.
+FIRMOGRAPHIC_KINDS = (
     "champion_promoted",
     "exec_sponsor_added",
     "funding_round",
     "headcount_growth",
-    "expansion_inquiry",
-    "qbr_unmet_need",
 )
+EXTERNAL_KINDS = (*FIRMOGRAPHIC_KINDS, "expansion_inquiry", "qbr_unmet_need")
 # Features every plan includes; a plan's features are these and the gated ones up to it.
 BASE_FEATURES = ("projects", "tasks", "comments", "file_sharing", "search")
 PLAN_FEATURES = {
@@ -214,6 +224,13 @@ class AccountProfile:
     dormant_share: float = 0.0  # share of seated users who never use the product
 
 
+def _uuid4(bits: int) -> str:
+    """str(uuid.UUID(int=bits, version=4)), without building the UUID (it is per event)."""
+    bits = (bits & ~(0xF000 << 64) & ~(0xC000 << 48)) | (4 << 76) | (0x8000 << 48)
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _poisson(rng: random.Random, mean: float) -> int:
     if mean <= 0:
         return 0
@@ -264,7 +281,7 @@ def _onset(rng: random.Random, archetype: str, days: int) -> int:
         "expansion_inquiry": (0.1, 0.8),
         "qbr_unmet_need": (0.1, 0.8),
         "churning": (0.2, 0.55),
-        "support_strain": (0.1, 0.6),
+        "support_strain": (0.3, 0.7),
     }[archetype]
     return rng.randint(int(days * low), max(int(days * low), int(days * high)))
 
@@ -594,13 +611,13 @@ class _Account:
         self, ms: int, type_: str, properties: dict[str, Any], user_id: str | None = None
     ) -> None:
         event: dict[str, Any] = {
-            "event_id": str(uuid.UUID(int=self._ids.getrandbits(128), version=4)),
+            "event_id": _uuid4(self._ids.getrandbits(128)),
             "type": type_,
             "account_id": self.id,
         }
         if user_id is not None:
             event["user_id"] = user_id
-        event["timestamp"] = format_ms(ms)
+        event["timestamp"] = self.sim.timestamp(ms)
         event["properties"] = properties
         self._out.append((ms, self.index, self._seq, event))
         self._seq += 1
@@ -686,7 +703,7 @@ class _Account:
         )
         if self.feature_due:
             # What the team upgraded for, it now uses.
-            for feature in self.distinct_hit:
+            for feature in sorted(self.distinct_hit):  # a set's order differs between runs
                 self.feature_due.setdefault(feature, day + self.habits.randint(1, 5))
 
     def _capacity_upgrade(self, day: int, meter: str | None = None) -> None:
@@ -927,7 +944,7 @@ class _Account:
             day = max(0, onset + self.rng.randint(-20, 5))
             self._schedule(day, partial(self._external, kind=kind))
         elif self.rng.random() < 0.08:
-            kind = self.rng.choice(EXTERNAL_KINDS)
+            kind = self.rng.choice(FIRMOGRAPHIC_KINDS)
             day = self.rng.randrange(self.sim.days)
             self._schedule(day, partial(self._external, kind=kind))
             if archetypes == ("steady",) and self.rng.random() < 0.15:
@@ -972,12 +989,12 @@ class _Account:
         users = sorted(
             (u for u in self._active_users(day)), key=lambda u: (not u.workflows, u.user_id)
         )
-        chosen = users[: habits.randint(2, 4)]
+        chosen = users[: habits.randint(2, 3)]
         for user in self.users:
             user.workflows = ()
         for user in chosen:
             user.workflows = tuple(habits.sample(WORKFLOWS, habits.randint(5, 7)))
-            user.run_p = 0.45
+            user.run_p = 0.35
             user.weekday_p = max(user.weekday_p, habits.uniform(0.8, 0.9))
         self.failure_rate = habits.uniform(0.01, 0.05)
 
@@ -1244,7 +1261,7 @@ class _Account:
 
     def _activity(self, day: int) -> None:
         rng = self.rng
-        weekend = self.sim.date(day).weekday() >= 5
+        weekend = self.sim.weekend(day)
         day_start = self.sim.day_ms(day)
         churning = "churning" in self.profile.archetypes and day >= self.onsets["churning"]
         for user in self._active_users(day):
@@ -1371,6 +1388,8 @@ class Simulation:
             for index, primary in enumerate(primaries)
         ]
         self.outcomes: list[dict[str, str]] = []
+        self._dates = [(self.start + timedelta(days=day)).date() for day in range(days)]
+        self._minute_prefixes: dict[int, str] = {}
 
     def day_ms(self, day: int) -> int:
         """Epoch milliseconds at which day index `day` begins."""
@@ -1378,7 +1397,21 @@ class Simulation:
 
     def date(self, day: int) -> date:
         """The UTC date of day index `day`."""
+        if 0 <= day < len(self._dates):
+            return self._dates[day]
         return (self.start + timedelta(days=day)).date()
+
+    def weekend(self, day: int) -> bool:
+        """Whether day index `day` is a Saturday or a Sunday."""
+        return self._dates[day].weekday() >= 5
+
+    def timestamp(self, ms: int) -> str:
+        """format_ms(ms), with each minute's date and time formatted once (it is per event)."""
+        minute, millis = divmod(ms, 60_000)
+        prefix = self._minute_prefixes.get(minute)
+        if prefix is None:
+            prefix = self._minute_prefixes[minute] = format_ms(minute * 60_000)[:17]
+        return f"{prefix}{millis // 1000:02d}.{millis % 1000:03d}Z"
 
     def events(
         self, progress: Callable[[int, int], None] | None = None
@@ -1391,7 +1424,7 @@ class Simulation:
             batch: list[tuple[int, int, int, dict[str, Any]]] = []
             for account in accounts:
                 batch.extend(account.day(day))
-            batch.sort(key=lambda item: item[:3])
+            batch.sort(key=itemgetter(0, 1, 2))
             for _, _, _, event in batch:
                 yield event
                 if retries.random() < self.duplicate_fraction:
