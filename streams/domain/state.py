@@ -279,6 +279,14 @@ class AccountState:
             self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
 
+    def drop_history_before(self, day: int) -> None:
+        """Forget the users last active before `day`: the oldest history goes first when the
+        stored value must shrink to fit its limit."""
+        self.users = {u: r for u, r in self.users.items() if r[0] >= day}
+        self.windows.clear()
+        self.activity_revision += 1
+        self.history_revision += 1
+
     def seen_at(self, key: int) -> float | None:
         """Event time of the event with this key, while it is still remembered."""
         entry = self.seen.get(key)
@@ -360,12 +368,15 @@ class AccountState:
 
     # -- serialization -------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, per_user: bool = True) -> bytes:
+        """The stored value; without the per-user entries (users, seats, gate_users) and the
+        dedup memory when not `per_user`: a large account keeps those apart (streams.io.records).
+        """
         # orjson's result keeps a 4 KiB allocation whatever its length; an exact copy is
         # what a table holding one value per account should keep
-        return bytes(memoryview(self._dumps()))
+        return bytes(memoryview(self._dumps(per_user)))
 
-    def _dumps(self) -> bytes:
+    def _dumps(self, per_user: bool) -> bytes:
         return orjson.dumps(
             [
                 3,
@@ -378,15 +389,15 @@ class AccountState:
                 self.mrr,
                 self.activated_at,
                 self.health_score,
-                sorted(self.seats),
-                self.users,
+                sorted(self.seats) if per_user else [],
+                self.users if per_user else {},
                 self.departments,
                 self.usage,
                 self.gate_features,
-                self.gate_users,
+                self.gate_users if per_user else {},
                 list(self.gate_hits.items()),
                 list(self.invites.items()),
-                list(self.seen.items()),
+                list(self.seen.items()) if per_user else [],
                 self.saturated_since,
                 self.triggers,
                 self.primary,
