@@ -15,10 +15,10 @@ from streams.domain.decide import Detector
 from streams.events import Event, Rejection, decode, encode_batches
 from streams.io import kafka_security, metrics, transport
 from streams.io.accounts import AccountStore
-from streams.io.records import Position
 from streams.io.delivery import Delivery, raw_topic
 from streams.io.ledger import Ledger
 from streams.io.reconcile import reconcile
+from streams.io.records import Position
 from streams.io.topics import partition_for
 from streams.publish import Publisher
 from streams.settings import Settings
