@@ -101,22 +101,22 @@ def encode(account: Account, account_key: bytes, limit: int, budget: int) -> Enc
     while True:
         parts, digests, changed, head, fits = _split(account, room)
         kept = account.written if parts == account.parts else {}
-        sizes = {part: len(value) for part, value in changed.items()}
-        size = len(head) + sum(sizes.get(part, kept[part][1]) for part in range(parts))
+        sizes = {part: kept[part][1] for part in kept} | {
+            part: len(value) for part, value in changed.items()
+        }
+        size = len(head) + sum(sizes.values())
         if len(head) > room and parts > 0:
             return Encoded(head, {}, size=size, dropped_before=dropped_before, fits=False)
         if fits and size <= budget:
             break
         if not state.users:
             return Encoded(head, {}, size=size, dropped_before=dropped_before, fits=False)
-        largest = max(sizes.values(), default=len(head))
+        largest = max(map(len, changed.values()), default=len(head))
         dropped_before = _drop_oldest(state, 1 - 1 / max(size / budget, largest / room))
     stale = []
     if account.parts and parts != account.parts:
         stale = [part_key(account_key, account.parts, part) for part in range(account.parts)]
-    account.written = {
-        part: (digest, sizes.get(part, kept[part][1])) for part, digest in enumerate(digests)
-    }
+    account.written = {part: (digest, sizes[part]) for part, digest in enumerate(digests)}
     account.parts = parts
     values = {part_key(account_key, parts, part): value for part, value in changed.items()}
     return Encoded(head, values, stale, size, dropped_before)
