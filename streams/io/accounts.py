@@ -27,6 +27,7 @@ STATE_CACHE_ACCOUNTS = 10_000
 # Changed accounts kept unsaved at most; more are saved at once. Bounds the memory they hold
 # and the burst of changelog writes at a commit.
 UNSAVED_ACCOUNTS = 5_000
+ACCOUNTS_TABLE = "accounts"
 SAVE_SLICE = 32  # accounts saved between turns of the event loop
 SUMMARY_SLICE = 500  # stored states summarized between turns of the event loop
 # The changelog's producer batches: a commit's account states in a few produce requests.
@@ -95,7 +96,7 @@ class AccountStore:
         self.changelog_producer.linger_ms = CHANGELOG_LINGER_MS
         app.add_dependency(self.changelog_producer)  # started and stopped with the app
         self.table = app.Table(
-            "accounts",
+            ACCOUNTS_TABLE,
             default=None,
             partitions=self.partitions,
             key_type=bytes,  # bytes types make Faust use the raw codec, in and out
