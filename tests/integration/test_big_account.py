@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from builders import event, healthy_account, metrics_of, seats, values
+from builders import event, healthy_account, metrics_of, seats, values, wait_for_metric
 
 BIG = "enterprise"
 USERS = 20_000
@@ -95,3 +95,27 @@ def test_a_20000_user_account_is_detected_saved_and_restored_beside_ordinary_one
     assert list(big) == ["new_department", "seat_saturation"], restarted.log_tail()
     assert big["new_department"]["evidence"]["departments_known_since"].startswith("2026-03-01")
     assert big["seat_saturation"]["evidence"]["seats_in_use"] == USERS
+
+
+def test_an_account_over_its_size_limit_drops_its_oldest_history_and_the_others_go_on(
+    worker_factory, kafka_io
+):
+    worker = worker_factory(ACCOUNT_MAX_BYTES=150_000)
+    topic, signals_topic = worker.env["TOPIC_EVENTS"], worker.env["TOPIC_SIGNALS"]
+    send_batches(kafka_io, topic, BIG, big_account_history())
+    for account in ORDINARY:
+        send_batches(kafka_io, topic, account, [healthy_account(account), *seats(account, 10)])
+
+    def arrived(records: list[dict[str, Any]]) -> bool:
+        return all(account in signals_by_account(records) for account in ORDINARY)
+
+    found = signals_by_account(kafka_io.consume(signals_topic, arrived, timeout=120))
+
+    for account in ORDINARY:
+        assert {s["trigger"] for s in found.get(account, [])} == {"seat_saturation"}, account
+    assert BIG in found  # detected live as before; only what is stored is cut
+    wait_for_metric(worker, 'expansion_state_over_limit_total{outcome="history_dropped"}')
+    assert worker.process.poll() is None
+    lines = [line for line in worker.log_path.read_text().splitlines() if "over its limits" in line]
+    assert len(lines) == 1, worker.log_tail()
+    assert f"account {BIG}: state over its limits" in lines[0] and "history before" in lines[0]
