@@ -107,6 +107,7 @@ class AccountState:
         "usage_revision",
         "memo",
         "windows",
+        "touched",
     )
     __slots__ = (
         "account_id",
@@ -172,6 +173,9 @@ class AccountState:
         self.memo: dict[str, tuple[Any, Any]] = {}
         # window days -> activity in the window ending today, kept current as it arrives
         self.windows: dict[int, ActivityWindow] = {}
+        # Users (ids) and dedup entries (event keys) whose entries changed since the state
+        # was last stored; None: any may have. A large account rewrites only their parts.
+        self.touched: set[str | int] | None = None
 
     # -- applying events -------------------------------------------------
 
@@ -235,6 +239,8 @@ class AccountState:
         # usage of a month already closed is not kept
 
     def _mark_active(self, user: str, day: int, department: str | None, ts: float) -> None:
+        if self.touched is not None:
+            self.touched.add(user)  # seat and gate events come here too
         record = self.users.get(user)
         if day < self.today:
             self.history_revision += 1  # (perhaps) activity on a past day
@@ -278,11 +284,13 @@ class AccountState:
         if self.now is not None:
             self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
+        self.touched = None
 
     def drop_history_before(self, day: int) -> None:
         """Forget the users last active before `day`: the oldest history goes first when the
         stored value must shrink to fit its limit."""
         self.users = {u: r for u, r in self.users.items() if r[0] >= day}
+        self.touched = None
         self.windows.clear()
         self.activity_revision += 1
         self.history_revision += 1
@@ -302,6 +310,8 @@ class AccountState:
         """
         assert self.now is not None
         self.seen[key] = [ts, max(ts, self.now) + window]
+        if self.touched is not None:
+            self.touched.add(key)
 
     # -- window queries ----------------------------------------------------
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
 
 import orjson
 
@@ -41,7 +41,7 @@ class Account:
     below the position kept for their input partition, they are skipped.
     """
 
-    __slots__ = ("state", "positions", "parts", "written")
+    __slots__ = ("state", "positions", "parts", "written", "members")
 
     def __init__(self, state: AccountState, positions: dict[int, Position], parts: int = 0) -> None:
         self.state = state
@@ -49,6 +49,9 @@ class Account:
         self.parts = parts  # parts its per-user entries are stored in (0: in the head)
         # part -> (digest of its content, size of its record) as last stored
         self.written: dict[int, tuple[bytes, int]] = {}
+        # part -> the user ids and event keys filed in it (some perhaps gone since): a save
+        # rebuilds only the parts of the entries the state says were touched
+        self.members: list[tuple[set[str], set[int]]] = []
 
     def advance(self, partition: int, position: Position) -> bool:
         """Note the input message at `position` of `partition` as applied to this account;
@@ -116,24 +119,30 @@ def encode(account: Account, account_key: bytes, limit: int, budget: int) -> Enc
     stale = []
     if account.parts and parts != account.parts:
         stale = [part_key(account_key, account.parts, part) for part in range(account.parts)]
-    account.written = {part: (digest, sizes[part]) for part, digest in enumerate(digests)}
+    account.written = {
+        part: (digests[part], size) if part in digests else kept[part]
+        for part, size in sizes.items()
+    }
     account.parts = parts
+    state.touched = set()
     values = {part_key(account_key, parts, part): value for part, value in changed.items()}
     return Encoded(head, values, stale, size, dropped_before)
 
 
-def _split(account: Account, room: int) -> tuple[int, list[bytes], dict[int, bytes], bytes, bool]:
-    """(parts, digest of each part, changed parts compressed, head, whether all fit), in
-    the fewest parts (from those it has) whose records each fit in `room` bytes."""
+def _split(
+    account: Account, room: int
+) -> tuple[int, dict[int, bytes], dict[int, bytes], bytes, bool]:
+    """(parts, digest of each part rebuilt, changed parts compressed, head, whether all fit),
+    in the fewest parts (from those it has) whose records each fit in `room` bytes."""
     state = account.state
     parts = max(account.parts, parts_for(len(state.users)))
     while True:
-        contents = _part_contents(state, parts)
-        digests = [_digest(content) for content in contents]
+        rebuilt = _rebuild(account, parts)
+        digests = {part: _digest(content) for part, content in rebuilt.items()}
         kept = account.written if parts == account.parts else {}
         changed = {
             part: zlib.compress(content, COMPRESS_LEVEL)
-            for part, content in enumerate(contents)
+            for part, content in rebuilt.items()
             if part not in kept or kept[part][0] != digests[part]
         }
         head = _head(account, parts)
@@ -146,6 +155,48 @@ def _split(account: Account, room: int) -> tuple[int, list[bytes], dict[int, byt
         parts = max(1, parts * 2)
 
 
+def _rebuild(account: Account, parts: int) -> dict[int, bytes]:
+    """The JSON of each part that may have changed: all of them after a new split, a
+    restore or a prune; else those of the entries touched since the last save."""
+    state = account.state
+    if parts == 0:
+        return {}
+    mask = parts - 1
+    if state.touched is None or parts != account.parts or len(account.members) != parts:
+        account.members = [(set(), set()) for _ in range(parts)]
+        for user in chain(state.users, state.seats, state.gate_users):
+            account.members[_part_of(user, mask)][0].add(user)
+        for key in state.seen:
+            account.members[key & mask][1].add(key)
+        dirty: Iterable[int] = range(parts)
+    else:
+        dirty = set()
+        for entry in state.touched:
+            if isinstance(entry, int):
+                part = entry & mask
+                account.members[part][1].add(entry)
+            else:
+                part = _part_of(entry, mask)
+                account.members[part][0].add(entry)
+            dirty.add(part)
+    return {part: _content(state, *account.members[part]) for part in dirty}
+
+
+def _content(state: AccountState, users: set[str], keys: set[int]) -> bytes:
+    """One part's JSON: its users' entries and its dedup entries, in id order."""
+    ids = sorted(users)
+    return orjson.dumps(
+        [
+            "part",
+            1,
+            {user: state.users[user] for user in ids if user in state.users},
+            [user for user in ids if user in state.seats],
+            {user: state.gate_users[user] for user in ids if user in state.gate_users},
+            [(key, state.seen[key]) for key in sorted(keys) if key in state.seen],
+        ]
+    )
+
+
 def _head(account: Account, parts: int) -> bytes:
     positions = [
         n for partition, position in account.positions.items() for n in (partition, *position)
@@ -153,30 +204,6 @@ def _head(account: Account, parts: int) -> bytes:
     state = account.state.to_bytes(per_user=parts == 0)
     value = b"".join((HEAD, orjson.dumps(positions), b",%d," % parts, state, b"]"))
     return zlib.compress(value, COMPRESS_LEVEL)
-
-
-def _part_contents(state: AccountState, parts: int) -> list[bytes]:
-    """Each part's JSON: the users, seats and gate users whose id hashes to it, and the
-    dedup memory's entries whose key does."""
-    if parts == 0:
-        return []
-    mask = parts - 1
-    users: list[dict[str, Any]] = [{} for _ in range(parts)]
-    seats: list[list[str]] = [[] for _ in range(parts)]
-    gate_users: list[dict[str, int]] = [{} for _ in range(parts)]
-    seen: list[list[Any]] = [[] for _ in range(parts)]
-    for user, record in state.users.items():
-        users[_part_of(user, mask)][user] = record
-    for user in state.seats:
-        seats[_part_of(user, mask)].append(user)
-    for user, day in state.gate_users.items():
-        gate_users[_part_of(user, mask)][user] = day
-    for key, entry in state.seen.items():
-        seen[key & mask].append((key, entry))
-    return [
-        orjson.dumps(["part", 1, users[n], sorted(seats[n]), gate_users[n], seen[n]])
-        for n in range(parts)
-    ]
 
 
 def _part_of(user: str, mask: int) -> int:
