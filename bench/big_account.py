@@ -47,7 +47,7 @@ def history(users: int, seed: int) -> list[dict[str, Any]]:
     """An account of `users` seated users, each active on a few days of the last 60."""
     rng = random.Random(seed)
     departments = ["engineering", "sales", "marketing", "support", "finance", "product"]
-    account = {
+    account: dict[str, Any] = {
         "event_id": "account",
         "type": "account_updated",
         "account_id": ACCOUNT,
@@ -68,7 +68,7 @@ def history(users: int, seed: int) -> list[dict[str, Any]]:
         for day in rng.sample(range(1, HISTORY_DAYS), ACTIVE_DAYS):
             ts = START + day * DAY + rng.random() * DAY
             events.append(_event(len(events), "user_active", ts, user, department=department))
-    events[1:] = sorted(events[1:], key=lambda e: e["timestamp"])
+    events[1:] = sorted(events[1:], key=lambda e: str(e["timestamp"]))
     return events
 
 
