@@ -184,35 +184,47 @@ async def check_session_timeout(
 async def message_limits(
     bootstrap: str, topics: list[str], security: Mapping[str, Any] | None = None
 ) -> dict[str, int]:
-    """The largest message the broker takes (its message.max.bytes, keyed "broker") and each
-    existing topic of `topics` takes (its max.message.bytes). A broker that does not tell
-    its settings (Tansu) gives what it tells, perhaps nothing."""
+    """The largest message each existing topic of `topics` takes (its max.message.bytes)
+    and the broker takes (its message.max.bytes, keyed "broker"), as far as it tells.
+
+    Each topic's configuration is asked for whole (Tansu answers nothing else), and the
+    broker's last: Tansu closes the connection on it.
+    """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
     )
+    limits: dict[str, int] = {}
     try:
         await admin.start()
-        cluster = await admin.describe_cluster()
-        broker_id = str(cluster["brokers"][0]["node_id"])
         existing = set(await admin.list_topics())
-        wanted = [ConfigResource(ConfigResourceType.BROKER, broker_id, {"message.max.bytes": None})]
-        wanted += [
-            ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
-            for topic in topics
-            if topic in existing
+        wanted = [
+            ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics if topic in existing
         ]
-        responses = await admin.describe_configs(wanted)
+        if wanted:
+            limits |= _config_numbers(await admin.describe_configs(wanted), "max.message.bytes")
+        cluster = await admin.describe_cluster()
+        broker = str(cluster["brokers"][0]["node_id"])
+        wanted = [ConfigResource(ConfigResourceType.BROKER, broker, {"message.max.bytes": None})]
+        found = _config_numbers(await admin.describe_configs(wanted), "message.max.bytes")
+        if broker in found:
+            limits["broker"] = found[broker]
     except (KafkaError, IndexError, KeyError):
-        return {}
+        pass
     finally:
         await admin.close()
-    limits = {}
-    for response in responses:
-        for error_code, _, kind, name, entries, *_ in response.resources:
-            for entry in entries if error_code == 0 else ():
-                if entry[0] in ("message.max.bytes", "max.message.bytes") and entry[1]:
-                    limits["broker" if kind == ConfigResourceType.BROKER else name] = int(entry[1])
     return limits
+
+
+def _config_numbers(responses: list[Any], name: str) -> dict[str, int]:
+    """Each resource's value of the configuration `name`, from DescribeConfigs responses."""
+    return {
+        resource: int(entry[1])
+        for response in responses
+        for error_code, _, _, resource, entries, *_ in response.resources
+        if error_code == 0
+        for entry in entries
+        if entry[0] == name and entry[1]
+    }
 
 
 class _ClientErrors(logging.Filter):

@@ -119,3 +119,23 @@ def test_an_account_over_its_size_limit_drops_its_oldest_history_and_the_others_
     lines = [line for line in worker.log_path.read_text().splitlines() if "over its limits" in line]
     assert len(lines) == 1, worker.log_tail()
     assert f"account {BIG}: state over its limits" in lines[0] and "history before" in lines[0]
+
+
+def test_a_topic_taking_smaller_messages_is_reported_at_start_up_in_one_line(
+    worker_factory, kafka_io, unique_name
+):
+    signals = unique_name("signals")
+    kafka_io.create_topics([signals], partitions=4, config={"max.message.bytes": "500000"})
+
+    worker = worker_factory(TOPIC_SIGNALS=signals)
+
+    log = worker.log_path.read_text().splitlines()
+    lines = [line for line in log if "takes messages of at most" in line]
+    assert len(lines) == 1, worker.log_tail()
+    assert f"{signals} max.message.bytes 500000" in lines[0]
+    assert "less than MESSAGE_MAX_BYTES=1048576" in lines[0]
+    account = ORDINARY[0]
+    topic = worker.env["TOPIC_EVENTS"]
+    send_batches(kafka_io, topic, account, [healthy_account(account), *seats(account, 10)])
+    found = kafka_io.consume(signals, lambda records: len(records) >= 1, timeout=60)
+    assert [s["trigger"] for s in values(found)] == ["seat_saturation"]
