@@ -80,7 +80,7 @@ class AccountStore:
         # account key -> (the value last written to the table, that value decoded). An
         # entry is used only while the table still holds that very object: after a
         # rebalance or a recovery the table holds another, and the account is decoded anew.
-        self.cached: OrderedDict[bytes, tuple[bytes, Account]] = OrderedDict()
+        self.cached: OrderedDict[bytes, tuple[bytes | None, Account]] = OrderedDict()
         self.unsaved: dict[bytes, Account] = {}  # changed since the table was last written
         self.saving: dict[bytes, Account] = {}  # being written meanwhile
         self.save_lock = asyncio.Lock()
@@ -148,6 +148,8 @@ class AccountStore:
                 if encoded.dropped_before is not None or not encoded.fits:
                     self._over_limit(account, account_key, encoded)
                 if not encoded.fits:
+                    # kept in memory as it is: the table's value, if any, is older
+                    self.cached[account_key] = (self.table.data.get(account_key), account)
                     continue
                 home = partition_for(account_key, self.partitions)
                 for key, value in (*encoded.parts.items(), (account_key, encoded.head)):
