@@ -101,8 +101,10 @@ def encode(account: Account, account_key: bytes, limit: int, budget: int) -> Enc
     state = account.state
     room = limit - RECORD_OVERHEAD - len(account_key) - 16  # 16: a part key's suffix
     dropped_before = None
+    # dropping users never folds the seats and the dedup memory back into the head
+    least = max(account.parts, parts_for(len(state.users)))
     while True:
-        parts, digests, changed, head, fits = _split(account, room)
+        parts, digests, changed, head, fits = _split(account, least, room)
         kept = account.written if parts == account.parts else {}
         sizes = {part: kept[part][1] for part in kept} | {
             part: len(value) for part, value in changed.items()
@@ -113,6 +115,8 @@ def encode(account: Account, account_key: bytes, limit: int, budget: int) -> Enc
         if fits and size <= budget:
             break
         if not state.users:
+            if fits:
+                break  # over the budget with no user history left: the rest is not history
             return Encoded(head, {}, size=size, dropped_before=dropped_before, fits=False)
         largest = max(map(len, changed.values()), default=len(head))
         dropped_before = _drop_oldest(state, 1 - 1 / max(size / budget, largest / room))
@@ -130,12 +134,11 @@ def encode(account: Account, account_key: bytes, limit: int, budget: int) -> Enc
 
 
 def _split(
-    account: Account, room: int
+    account: Account, least: int, room: int
 ) -> tuple[int, dict[int, bytes], dict[int, bytes], bytes, bool]:
     """(parts, digest of each part rebuilt, changed parts compressed, head, whether all fit),
-    in the fewest parts (from those it has) whose records each fit in `room` bytes."""
-    state = account.state
-    parts = max(account.parts, parts_for(len(state.users)))
+    in the fewest parts (at least `least`) whose records each fit in `room` bytes."""
+    parts = least
     while True:
         rebuilt = _rebuild(account, parts)
         digests = {part: _digest(content) for part, content in rebuilt.items()}

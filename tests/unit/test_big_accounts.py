@@ -191,3 +191,15 @@ def test_a_head_alone_over_the_message_limit_is_not_written() -> None:
     encoded = encode(Account(state, {}), b"acme", 65_536, BUDGET)
 
     assert not encoded.fits and len(encoded.head) > 65_536 - RECORD_OVERHEAD
+
+
+def test_an_account_whose_seats_alone_pass_its_budget_keeps_them_without_user_history() -> None:
+    state = enterprise(10_000)
+
+    encoded = encode(Account(state, {}), b"acme", LIMIT, budget=20_000)
+
+    assert encoded.fits and encoded.dropped_before is not None
+    assert state.users == {} and len(state.seats) == 10_000
+    assert len(encoded.parts) == parts_for(10_000)  # the seats stay in their parts
+    stored = {**encoded.parts, b"acme": encoded.head}
+    assert decode(encoded.head, stored.get, b"acme").state.seats == state.seats
