@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 
@@ -12,6 +13,7 @@ from streams.clock import DAY
 from streams.domain.gates import failed_gate
 from streams.domain.state import HISTORY_DAYS, AccountState, event_key
 from streams.domain.triggers import CATALOG, NewDepartmentRule, PowerUserEmergenceRule, evaluate
+from streams.io.accounts import summarize
 from streams.io.records import RECORD_OVERHEAD, Account, decode, encode, parts_for
 
 LIMIT = 1_048_576  # Kafka's default message limit, the worker's default MESSAGE_MAX_BYTES
@@ -203,3 +205,14 @@ def test_an_account_whose_seats_alone_pass_its_budget_keeps_them_without_user_hi
     assert len(encoded.parts) == parts_for(10_000)  # the seats stay in their parts
     stored = {**encoded.parts, b"acme": encoded.head}
     assert decode(encoded.head, stored.get, b"acme").state.seats == state.seats
+
+
+def test_a_split_account_is_summarized_once_with_the_bytes_of_all_its_records() -> None:
+    big = encode(Account(enterprise(1_000), {}), b"big", LIMIT, BUDGET)
+    small = encode(Account(enterprise(10), {}), b"small", LIMIT, BUDGET)
+    items = [(b"small", small.head), *big.parts.items(), (b"big", big.head)]
+
+    rows = asyncio.run(summarize(items))
+
+    assert [size for size, _, _ in rows] == [small.size, big.size]
+    assert [clock for _, clock, _ in rows] == [TODAY * DAY + 43_200.0] * 2
