@@ -124,8 +124,8 @@ def encode(account: Account, account_key: bytes, limit: int, budget: int) -> Enc
     if account.parts and parts != account.parts:
         stale = [part_key(account_key, account.parts, part) for part in range(account.parts)]
     account.written = {
-        part: (digests[part], size) if part in digests else kept[part]
-        for part, size in sizes.items()
+        part: (digests[part], length) if part in digests else kept[part]
+        for part, length in sizes.items()
     }
     account.parts = parts
     state.touched = set()
