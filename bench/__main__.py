@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 from uuid import uuid4
 
-from bench import anchors, backtest, detector
+from bench import anchors, backtest, big_account, detector
 from bench.infra import BenchError, check_redis, cpu_speed, delete_prefix, say, stop_all
 from bench.inputs import Inputs, produce_inputs
 from bench.report import RESULTS, Figure, machine, ratio, table, write_results
@@ -35,7 +35,17 @@ BUSY_MACHINE = 0.15
 # host seen here was 30-40 %.
 SPEED_SPREAD = 0.75
 BROKERS: dict[str, type[BrokerProcess]] = {"tansu": EmbeddedBroker, "kafka": KafkaBroker}
-PHASES = ("raw", "noop", "decode", "single", "batch", "latency", "state", "backtest")
+PHASES = (
+    "raw",
+    "noop",
+    "decode",
+    "single",
+    "batch",
+    "latency",
+    "state",
+    "backtest",
+    "bigaccount",
+)
 # The simulation: 2,000 accounts over 30 days are about 310,000 events, and every behaviour
 # the simulator has starts within the 30 days, so the later days fire signals.
 FULL = {
@@ -154,6 +164,17 @@ class Bench:
             "latency_p99_ms": Figure("latency_p99_ms", "ms", ("<=", 200)),
             "state_bytes_per_account": Figure("state_bytes_per_account", "bytes", ("<=", 2048)),
             "backtest_eps": Figure("backtest_eps", "events/s"),
+            **{
+                name: Figure(name, unit)
+                for users in big_account.SIZES
+                for name, unit in (
+                    (f"big_account_{users // 1000}k_eps", "events/s"),
+                    (f"big_account_{users // 1000}k_state_bytes", "bytes"),
+                )
+            },
+            "big_account_busy_changelog_bytes_per_s": Figure(
+                "big_account_busy_changelog_bytes_per_s", "bytes/s"
+            ),
         }
         for phase, names in {
             "raw": ["raw_consume_eps"],
@@ -164,6 +185,7 @@ class Bench:
             "latency": ["latency_p50_ms", "latency_p99_ms"],
             "state": ["state_bytes_per_account"],
             "backtest": ["backtest_eps"],
+            "bigaccount": [name for name in self.figures if name.startswith("big_account_")],
         }.items():
             if phase not in args.phases:
                 for name in names:
@@ -223,6 +245,9 @@ class Bench:
         if "backtest" in phases:
             self.note_speed("before backtest")
             self.backtest()
+        if "bigaccount" in phases:
+            self.note_speed("before bigaccount")
+            self.big_account()
         self.note_speed("at the end")
 
     def note_speed(self, when: str) -> None:
@@ -440,6 +465,26 @@ class Bench:
         finally:
             events_path.unlink(missing_ok=True)  # tens of MB; the logs stay
             outcomes_path.unlink(missing_ok=True)
+
+    def big_account(self) -> None:
+        """One account of each size in this process, once: its figures are deterministic
+        but for the events per second."""
+        names = [name for name in self.figures if name.startswith("big_account_")]
+        say(f"big accounts of {', '.join(f'{n:,}' for n in big_account.SIZES)} users, in process")
+        result = self.attempt(names, "big accounts", lambda: big_account.run(self.args.seed))
+        if result is None:
+            return
+        for measured in result["accounts"]:
+            size = f"big_account_{measured['users'] // 1000}k"
+            self.figures[f"{size}_eps"].runs.append(measured["eps"])
+            self.figures[f"{size}_state_bytes"].runs.append(measured["state_bytes"])
+            say(f"  {measured}")
+        busy = result["busy"]
+        self.figures["big_account_busy_changelog_bytes_per_s"].runs.append(
+            busy["changelog_bytes_per_s"]
+        )
+        say(f"  busy: {busy}")
+        self.details["big_account"] = result
 
     def ordered(self) -> list[Figure]:
         figures = self.figures

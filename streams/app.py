@@ -41,6 +41,7 @@ def new_faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.broker_session_timeout,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout / 3),
         web_port=settings.web_port,
+        producer_max_request_size=settings.message_max_bytes,
         # SASL/TLS from KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*, KAFKA_SSL_*; None: PLAINTEXT
         broker_credentials=kafka_security.faust_credentials(settings),
     )

@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(default=8, ge=1, le=1024)
 
+    message_max_bytes: int = Field(
+        default=1_048_576,
+        ge=1_048_576,
+        description="the largest message the worker sends: its producers' max_request_size "
+        "and the max.message.bytes of the topics it creates",
+    )
+    account_max_bytes: int = Field(
+        default=16 * 1_048_576,
+        ge=4096,
+        description="the most one account's state records may take together; beyond it the "
+        "account's oldest user history is dropped",
+    )
     web_port: int = 6066
     redis_prefix: str = "expsig:"
     embedded_broker: bool = Field(

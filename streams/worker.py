@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from streams.app import create_app
 from streams.embedded import EmbeddedBroker
 from streams.io import kafka_security
+from streams.io.accounts import ACCOUNTS_TABLE
 from streams.io.ledger import redacted
 from streams.io.metrics import describe_build
 from streams.io.topics import (
@@ -21,6 +22,7 @@ from streams.io.topics import (
     check_session_timeout,
     ensure_topics,
     existing_partitions,
+    message_limits,
 )
 from streams.logs import fatal, logging_config
 from streams.rules import RulesError, load
@@ -67,6 +69,7 @@ def main(argv: list[str]) -> int:
         settings.web_port,
     )
     describe_build(rules.digest, str(settings.rules_file))
+    settings = _within_broker_limit(settings)
     app = create_app(settings, rules)
     stop = _changelog_problem(settings, app)
     if stop is not None:
@@ -128,7 +131,14 @@ def _topics_problem(settings: Settings) -> str | None:
         )
         if counts[settings.topic_events] == partitions:
             counts = asyncio.run(
-                ensure_topics(bootstrap, others, partitions, wait_seconds=wait, security=security)
+                ensure_topics(
+                    bootstrap,
+                    others,
+                    partitions,
+                    wait_seconds=wait,
+                    security=security,
+                    config={"max.message.bytes": str(settings.message_max_bytes)},
+                )
             )
         timeout = settings.broker_session_timeout
         asyncio.run(check_session_timeout(bootstrap, timeout, security))
@@ -143,11 +153,43 @@ def _topics_problem(settings: Settings) -> str | None:
     return None
 
 
+def _within_broker_limit(settings: Settings) -> Settings:
+    """The settings with MESSAGE_MAX_BYTES lowered to the largest message the broker and the
+    topics the worker writes take, when that is less; one line says so."""
+    assert settings.kafka_bootstrap is not None
+    written = [
+        settings.repartition_topic,
+        settings.topic_signals,
+        settings.topic_decisions,
+        settings.topic_dlq,
+        f"{settings.app_id}-{ACCOUNTS_TABLE}-changelog",  # as Faust names a table's changelog
+    ]
+    security = kafka_security.aiokafka_kwargs(settings)
+    limits = asyncio.run(message_limits(settings.kafka_bootstrap, written, security))
+    smaller = {name: limit for name, limit in limits.items() if limit < settings.message_max_bytes}
+    if not smaller:
+        return settings
+    least = min(smaller.values())
+    log.warning(
+        "broker %s takes messages of at most %d bytes (%s), less than MESSAGE_MAX_BYTES=%d: "
+        "the worker sends at most %d, and large accounts' states are split to fit",
+        settings.kafka_bootstrap,
+        least,
+        ", ".join(
+            f"{'message.max.bytes' if name == 'broker' else name + ' max.message.bytes'} {limit}"
+            for name, limit in sorted(smaller.items())
+        ),
+        settings.message_max_bytes,
+        least,
+    )
+    return settings.model_copy(update={"message_max_bytes": least})
+
+
 def _changelog_problem(settings: Settings, app: faust.App) -> str | None:
     """Faust writes each account's state to the changelog partition of its input partition:
     a changelog that exists with another partition count stops the worker."""
     assert settings.kafka_bootstrap is not None
-    changelog = app.tables["accounts"].changelog_topic.get_topic_name()
+    changelog = app.tables[ACCOUNTS_TABLE].changelog_topic.get_topic_name()
     security = kafka_security.aiokafka_kwargs(settings)
     found = asyncio.run(existing_partitions(settings.kafka_bootstrap, [changelog], security))
     partitions = settings.topic_partitions

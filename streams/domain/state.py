@@ -146,6 +146,7 @@ class AccountState:
         "feature_revision",
         "memo",
         "windows",
+        "touched",
     )
     __slots__ = (
         "account_id",
@@ -236,6 +237,9 @@ class AccountState:
         self.memo: dict[str, tuple[Any, Any]] = {}
         # window days -> activity in the window ending today, kept current as it arrives
         self.windows: dict[int, ActivityWindow] = {}
+        # Users (ids) and dedup entries (event keys) whose entries changed since the state
+        # was last stored; None: any may have. A large account rewrites only their parts.
+        self.touched: set[str | int] | None = None
 
     # -- applying events -------------------------------------------------
 
@@ -326,6 +330,8 @@ class AccountState:
         # usage of a month already closed is not kept
 
     def _mark_active(self, user: str, day: int, department: str | None, ts: float) -> None:
+        if self.touched is not None:
+            self.touched.add(user)  # seat and gate events come here too
         record = self.users.get(user)
         if day < self.today:
             self.history_revision += 1  # (perhaps) activity on a past day
@@ -374,6 +380,16 @@ class AccountState:
         if self.now is not None:
             self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
+        self.touched = None
+
+    def drop_history_before(self, day: int) -> None:
+        """Forget the users last active before `day`: the oldest history goes first when the
+        stored value must shrink to fit its limit."""
+        self.users = {u: r for u, r in self.users.items() if r[0] >= day}
+        self.touched = None
+        self.windows.clear()
+        self.activity_revision += 1
+        self.history_revision += 1
 
     def _prune_workflows(self, oldest: int) -> None:
         self.workflow_days = {d: totals for d, totals in self.workflow_days.items() if d > oldest}
@@ -403,6 +419,8 @@ class AccountState:
         """
         assert self.now is not None
         self.seen[key] = [ts, max(ts, self.now) + window]
+        if self.touched is not None:
+            self.touched.add(key)
 
     # -- window queries ----------------------------------------------------
 
@@ -486,12 +504,15 @@ class AccountState:
 
     # -- serialization -------------------------------------------------------
 
-    def to_bytes(self) -> bytes:
+    def to_bytes(self, per_user: bool = True) -> bytes:
+        """The stored value; without the per-user entries (users, seats, gate_users) and the
+        dedup memory when not `per_user`: a large account keeps those apart (streams.io.records).
+        """
         # orjson's result keeps a 4 KiB allocation whatever its length; an exact copy is
         # what a table holding one value per account should keep
-        return bytes(memoryview(self._dumps()))
+        return bytes(memoryview(self._dumps(per_user)))
 
-    def _dumps(self) -> bytes:
+    def _dumps(self, per_user: bool) -> bytes:
         return orjson.dumps(
             [
                 4,
@@ -504,15 +525,15 @@ class AccountState:
                 self.mrr,
                 self.activated_at,
                 self.health_score,
-                sorted(self.seats),
-                self.users,
+                sorted(self.seats) if per_user else [],
+                self.users if per_user else {},
                 self.departments,
                 self.usage,
                 self.gate_features,
-                self.gate_users,
+                self.gate_users if per_user else {},
                 list(self.gate_hits.items()),
                 list(self.invites.items()),
-                list(self.seen.items()),
+                list(self.seen.items()) if per_user else [],
                 self.saturated_since,
                 self.triggers,
                 self.primary,

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
 
 import faust
-import orjson
 from faust.types import TP
 
+from streams.clock import DAY, format_time
 from streams.domain.state import AccountState
+from streams.io import metrics
 from streams.io.delivery import Delivery, Record
+from streams.io.records import Account, Encoded, decode, encode, is_part, state_of
 from streams.io.topics import partition_for
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Decoded states of the accounts seen last, so that a busy account is not decoded per message.
@@ -22,67 +27,12 @@ STATE_CACHE_ACCOUNTS = 10_000
 # Changed accounts kept unsaved at most; more are saved at once. Bounds the memory they hold
 # and the burst of changelog writes at a commit.
 UNSAVED_ACCOUNTS = 5_000
+ACCOUNTS_TABLE = "accounts"
 SAVE_SLICE = 32  # accounts saved between turns of the event loop
 SUMMARY_SLICE = 500  # stored states summarized between turns of the event loop
 # The changelog's producer batches: a commit's account states in a few produce requests.
 CHANGELOG_BATCH_BYTES = 256 * 1024
 CHANGELOG_LINGER_MS = 5
-# A stored value: b"[3," + positions + b"," + state + b"]", the positions a flat JSON array of
-# numbers (so the first "]" ends them) and the state streams.domain.state's value. Versions 1
-# and 2 were the state alone, version 2 with the positions as its last element.
-VALUE_VERSION = b"[3,"
-Position = tuple[int, int]  # (offset, part) of an input message; part: of a forwarded one
-NOT_READ: Position = (-1, -1)
-
-
-class Account:
-    """An account's state, and beside it the input positions its events were read up to.
-
-    The table's changelog runs ahead of the committed input offsets, so after a crash or a
-    rebalance the next owner reads again messages the restored state already holds: at or
-    below the position kept for their input partition, they are skipped.
-    """
-
-    __slots__ = ("state", "positions")
-
-    def __init__(self, state: AccountState, positions: dict[int, Position]) -> None:
-        self.state = state
-        self.positions = positions  # input partition -> last position applied
-
-    def advance(self, partition: int, position: Position) -> bool:
-        """Note the input message at `position` of `partition` as applied to this account;
-        False when it already was (read again)."""
-        if position <= self.positions.get(partition, NOT_READ):
-            return False
-        self.positions[partition] = position
-        return True
-
-
-def encode(account: Account) -> bytes:
-    """The table value of an account: its positions and state, together."""
-    flat = [n for partition, position in account.positions.items() for n in (partition, *position)]
-    return b"".join((VALUE_VERSION, orjson.dumps(flat), b",", account.state.to_bytes(), b"]"))
-
-
-def decode(value: bytes) -> Account:
-    """The account a table value holds, as stored by any version."""
-    positions_json, state = _parts(value)
-    if positions_json is None:
-        # once per account, when it is first read after an upgrade from version 1 or 2
-        values = orjson.loads(value)
-        flat = [n for stored in values[-1] for n in stored] if values[0] == 2 else []
-    else:
-        flat = orjson.loads(positions_json)
-    positions = {flat[n]: (flat[n + 1], flat[n + 2]) for n in range(0, len(flat), 3)}
-    return Account(AccountState.from_bytes(state), positions)
-
-
-def _parts(value: bytes) -> tuple[bytes | None, bytes]:
-    """(positions, state) of a table value, as JSON; no positions apart in versions 1 and 2."""
-    if not value.startswith(VALUE_VERSION):
-        return None, value
-    end = value.index(b"]", len(VALUE_VERSION)) + 1
-    return value[len(VALUE_VERSION) : end], value[end + 1 : -1]
 
 
 async def in_slices(items: Iterable[T], size: int) -> AsyncIterator[T]:
@@ -94,14 +44,25 @@ async def in_slices(items: Iterable[T], size: int) -> AsyncIterator[T]:
         yield item
 
 
-async def summarize(values: Iterable[bytes]) -> list[tuple[int, float | None, dict[str, float]]]:
-    """(size, clock, {trigger: published at}) of each table value.
+async def summarize(
+    items: Iterable[tuple[bytes, bytes]],
+) -> list[tuple[int, float | None, dict[str, float]]]:
+    """(size, clock, {trigger: published at}) of each account in the table's (key, value)
+    items, its size that of all its records.
 
     In slices: 100,000 accounts with a month of history take about 0.6 s to decode.
     """
+    heads: dict[bytes, bytes] = {}
+    part_bytes: dict[bytes, int] = {}
+    for key, value in items:
+        if is_part(key):
+            account_key = key.partition(b"\xff")[0]
+            part_bytes[account_key] = part_bytes.get(account_key, 0) + len(value)
+        else:
+            heads[key] = value
     return [
-        (len(value), *AccountState.summary(_parts(value)[1]))
-        async for value in in_slices(values, SUMMARY_SLICE)
+        (len(value) + part_bytes.get(key, 0), *AccountState.summary(state_of(value)))
+        async for key, value in in_slices(heads.items(), SUMMARY_SLICE)
     ]
 
 
@@ -119,10 +80,15 @@ class AccountStore:
         # account key -> (the value last written to the table, that value decoded). An
         # entry is used only while the table still holds that very object: after a
         # rebalance or a recovery the table holds another, and the account is decoded anew.
-        self.cached: OrderedDict[bytes, tuple[bytes, Account]] = OrderedDict()
+        self.cached: OrderedDict[bytes, tuple[bytes | None, Account]] = OrderedDict()
         self.unsaved: dict[bytes, Account] = {}  # changed since the table was last written
         self.saving: dict[bytes, Account] = {}  # being written meanwhile
         self.save_lock = asyncio.Lock()
+        # What one record, and all the records of one account, may take; the record limit
+        # lowered at start-up to the broker's when it is smaller (streams.worker).
+        self.message_max_bytes = settings.message_max_bytes
+        self.account_max_bytes = settings.account_max_bytes
+        self.over_limit: set[bytes] = set()  # accounts already reported over their limits
         # The table's changelog has a producer of its own: the burst of state writes at a
         # commit would hold up, in Faust's producer, the signals sent behind it.
         self.changelog_producer = app.transport.create_producer()
@@ -130,13 +96,14 @@ class AccountStore:
         self.changelog_producer.linger_ms = CHANGELOG_LINGER_MS
         app.add_dependency(self.changelog_producer)  # started and stopped with the app
         self.table = app.Table(
-            "accounts",
+            ACCOUNTS_TABLE,
             default=None,
             partitions=self.partitions,
             key_type=bytes,  # bytes types make Faust use the raw codec, in and out
             value_type=bytes,
-            help="Each account's input positions and state as one compact value "
-            "(streams.io.accounts)",
+            help="Each account's input positions and state: a compressed head, and parts "
+            "for a large account's users (streams.io.records)",
+            extra_topic_configs={"max.message.bytes": str(settings.message_max_bytes)},
         )
 
     def load(self, account_id: str, account_key: bytes) -> Account:
@@ -149,7 +116,9 @@ class AccountStore:
         if cached is not None and stored is cached[0]:
             self.cached.move_to_end(account_key)
             return cached[1]
-        return decode(stored) if stored else Account(AccountState(account_id), {})
+        if not stored:
+            return Account(AccountState(account_id), {})
+        return decode(stored, self.table.data.get, account_key)
 
     async def changed(self, account_key: bytes, account: Account) -> None:
         """Keep a changed account to save at the next commit (at once when too many wait)."""
@@ -173,16 +142,55 @@ class AccountStore:
             async for account_key, account in in_slices(list(self.saving.items()), SAVE_SLICE):
                 if account_key not in self.saving:
                     continue  # its partition was revoked meanwhile (forget)
-                value = encode(account)
-                self.table.data[account_key] = value
-                self.cached[account_key] = (value, account)
-                self.cached.move_to_end(account_key)
+                encoded = encode(
+                    account, account_key, self.message_max_bytes, self.account_max_bytes
+                )
+                if encoded.dropped_before is not None or not encoded.fits:
+                    self._over_limit(account, account_key, encoded)
+                if not encoded.fits:
+                    # kept in memory as it is: the table's value, if any, is older
+                    self.cached[account_key] = (self.table.data.get(account_key), account)
+                    continue
                 home = partition_for(account_key, self.partitions)
-                records.append((changelog, account_key, value, home))
+                for key, value in (*encoded.parts.items(), (account_key, encoded.head)):
+                    self.table.data[key] = value
+                    records.append((changelog, key, value, home))
+                for key in encoded.stale:
+                    self.table.data.pop(key, None)
+                    records.append((changelog, key, None, home))
+                self.cached[account_key] = (encoded.head, account)
+                self.cached.move_to_end(account_key)
             await self.delivery.deliver(records, self._send_changelog)
             self.saving = {}
             while len(self.cached) > STATE_CACHE_ACCOUNTS:
                 self.cached.popitem(last=False)
+
+    def _over_limit(self, account: Account, account_key: bytes, encoded: Encoded) -> None:
+        """Count an account whose state did not fit its limits, and say so once per account."""
+        outcome = "not_saved" if not encoded.fits else "history_dropped"
+        metrics.STATE_OVER_LIMIT.labels(outcome).inc()
+        if account_key in self.over_limit:
+            return
+        self.over_limit.add(account_key)
+        state = account.state
+        if encoded.fits:
+            log.warning(
+                "account %s: state over its limits (%d bytes a record, %d an account): user "
+                "history before %s dropped, %d users kept",
+                state.account_id,
+                self.message_max_bytes,
+                self.account_max_bytes,
+                format_time((encoded.dropped_before or 0) * DAY)[:10],
+                len(state.users),
+            )
+        else:
+            log.error(
+                "account %s: the account-wide part of its state (%d bytes) is over the %d bytes "
+                "a record may take: its changes are not saved",
+                state.account_id,
+                len(encoded.head),
+                self.message_max_bytes,
+            )
 
     def forget(self, revoked: Iterable[TP]) -> None:
         """Drop the unsaved accounts of input partitions taken away. Their offsets were not
@@ -198,7 +206,7 @@ class AccountStore:
 
     async def summaries(self) -> list[tuple[int, float | None, dict[str, float]]]:
         """(size, clock, {trigger: published at}) of every account this worker holds."""
-        return await summarize(list(self.table.data.values()))
+        return await summarize(list(self.table.data.items()))
 
     async def _send_changelog(self, record: Record) -> Any:
         topic, key, value, partition = record

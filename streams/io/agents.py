@@ -14,10 +14,11 @@ from streams.domain.account import apply_events
 from streams.domain.decide import Detector
 from streams.events import Event, Rejection, decode, encode_batches
 from streams.io import kafka_security, metrics, transport
-from streams.io.accounts import AccountStore, Position
+from streams.io.accounts import AccountStore
 from streams.io.delivery import Delivery, raw_topic
 from streams.io.ledger import Ledger
 from streams.io.reconcile import reconcile
+from streams.io.records import Position
 from streams.io.topics import partition_for
 from streams.publish import Publisher
 from streams.settings import Settings
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 # Kept of a rejected input in its DLQ record, so that the record itself stays well under
 # the 1 MB a Kafka broker accepts by default, even after JSON escaping.
 DLQ_RAW_LIMIT = 128 * 1024
-# Forwarded batches stay under Kafka's default 1 MB message limit (and Faust's producer's).
-FORWARD_LIMIT = 900_000
+# Room left in a message for the envelope's re-encoding, the key, headers and batch framing:
+# forwarded batches stay under the message limit (900,000 bytes at the default 1 MiB).
+FORWARD_HEADROOM = 148_576
 # A forwarded batch names the input message it came from: "partition:offset:part".
 SOURCE_HEADER = "x-expansion-source"
 Source = tuple[int, Position]  # (input partition, position): where an account's events were read
@@ -89,6 +91,7 @@ class Agent:
         self.ledger = ledger
         self.delivery = delivery
         self.partitions = settings.topic_partitions
+        self.forward_limit = settings.message_max_bytes - FORWARD_HEADROOM
         # Set when partitions are assigned: the ledger is reconciled before the next message.
         self.needs_reconcile = True
         self.inputs = raw_topic(app, settings.topic_events, settings.repartition_topic)
@@ -138,7 +141,7 @@ class Agent:
             else:
                 metrics.REPARTITIONED.inc(len(events))
                 # the original timestamp travels along: latency is measured from it
-                for part, batch in enumerate(encode_batches(sources, FORWARD_LIMIT)):
+                for part, batch in enumerate(encode_batches(sources, self.forward_limit)):
                     header = f"{message.partition}:{message.offset}:{part}".encode()
                     await self.repartition.send(
                         key=account_key,

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 # A send that fails with these is sent again; anything else is a bug and stops the worker.
 SEND_ERRORS = (KafkaError, TimeoutError, ConnectionError)
 # topic, key, value and partition (None: the topic's partitioner picks it)
-Record = tuple[faust.TopicT, bytes | None, bytes, int | None]
+Record = tuple[faust.TopicT, bytes | None, bytes | None, int | None]  # value None: a tombstone
 Send = Callable[[Record], Awaitable[Any]]
 
 

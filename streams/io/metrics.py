@@ -99,7 +99,14 @@ COMMITTED = Gauge(
 )
 ACCOUNTS = Gauge("expansion_accounts_in_state", "Accounts held in this worker's state table")
 STATE_BYTES = Gauge(
-    "expansion_state_bytes", "Size of the account values held in this worker's state table"
+    "expansion_state_bytes", "Size of the account records held in this worker's state table"
+)
+STATE_OVER_LIMIT = Counter(
+    "expansion_state_over_limit_total",
+    "Account saves whose state did not fit the size limits, by outcome: history_dropped (the "
+    "oldest user history dropped to fit) or not_saved (its account-wide part alone is over "
+    "the message limit)",
+    ["outcome"],
 )
 ACTIVE_ACCOUNTS = Gauge(
     "expansion_active_accounts",

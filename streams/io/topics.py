@@ -63,6 +63,7 @@ async def ensure_topics(
     *,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
     security: Mapping[str, Any] | None = None,
+    config: Mapping[str, str] | None = None,
 ) -> dict[str, int]:
     """Create the topics in `names` that do not exist yet, waiting for the broker to answer.
 
@@ -71,7 +72,8 @@ async def ensure_topics(
     `wait_seconds` (0: forever) or `attempts` attempts; a line says when it answers again.
     A broker that rejects the SASL set-up ends it at once. `security` are aiokafka's
     security_protocol/ssl_context/sasl_* arguments (streams.io.kafka_security).
-    Existing topics are left as they are; the partition count of each topic is returned.
+    Missing topics are created with the topic `config`; existing ones are left as they are.
+    The partition count of each topic is returned.
     """
     started = time.monotonic()
     deadline = started + wait_seconds if wait_seconds > 0 else math.inf
@@ -97,7 +99,7 @@ async def ensure_topics(
                 await _probe(bootstrap)
                 kind = "kafka"
                 counts = await _create_missing(
-                    bootstrap, names, partitions, security or {}, answered
+                    bootstrap, names, partitions, security or {}, config or {}, answered
                 )
             except (OSError, KafkaError) as exc:  # TimeoutError is an OSError
                 error: BaseException = exc
@@ -179,6 +181,52 @@ async def check_session_timeout(
         )
 
 
+async def message_limits(
+    bootstrap: str, topics: list[str], security: Mapping[str, Any] | None = None
+) -> dict[str, int]:
+    """The largest message each existing topic of `topics` takes (its max.message.bytes)
+    and the broker takes (its message.max.bytes, keyed "broker"), as far as it tells.
+
+    Each topic's configuration is asked for whole (Tansu answers nothing else), and the
+    broker's last: Tansu closes the connection on it.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(security or {})
+    )
+    limits: dict[str, int] = {}
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        wanted = [
+            ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics if topic in existing
+        ]
+        if wanted:
+            limits |= _config_numbers(await admin.describe_configs(wanted), "max.message.bytes")
+        cluster = await admin.describe_cluster()
+        broker = str(cluster["brokers"][0]["node_id"])
+        wanted = [ConfigResource(ConfigResourceType.BROKER, broker, {"message.max.bytes": None})]
+        found = _config_numbers(await admin.describe_configs(wanted), "message.max.bytes")
+        if broker in found:
+            limits["broker"] = found[broker]
+    except (KafkaError, IndexError, KeyError):
+        pass
+    finally:
+        await admin.close()
+    return limits
+
+
+def _config_numbers(responses: list[Any], name: str) -> dict[str, int]:
+    """Each resource's value of the configuration `name`, from DescribeConfigs responses."""
+    return {
+        resource: int(entry[1])
+        for response in responses
+        for error_code, _, _, resource, entries, *_ in response.resources
+        if error_code == 0
+        for entry in entries
+        if entry[0] == name and entry[1]
+    }
+
+
 class _ClientErrors(logging.Filter):
     """While active, keep aiokafka's own "Unable connect to" lines out of the log.
 
@@ -214,6 +262,7 @@ async def _create_missing(
     names: list[str],
     partitions: int,
     security: Mapping[str, Any],
+    config: Mapping[str, str],
     answered: Callable[[], None] = lambda: None,
 ) -> dict[str, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **security)
@@ -223,7 +272,7 @@ async def _create_missing(
         answered()
         missing = [name for name in dict.fromkeys(names) if name not in existing]
         if missing:
-            await _create(admin, missing, partitions)
+            await _create(admin, missing, partitions, config)
         return await _partition_counts(admin, list(dict.fromkeys(names)))
     finally:
         await admin.close()
@@ -266,9 +315,14 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
         await asyncio.sleep(0.1)
 
 
-async def _create(admin: AIOKafkaAdminClient, missing: list[str], partitions: int) -> None:
+async def _create(
+    admin: AIOKafkaAdminClient, missing: list[str], partitions: int, config: Mapping[str, str]
+) -> None:
     response = await admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in missing]
+        [
+            NewTopic(name, partitions, replication_factor=1, topic_configs=dict(config))
+            for name in missing
+        ]
     )
     for topic_error in response.topic_errors:
         topic, code = topic_error[0], topic_error[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from pathlib import Path
 
 import orjson
@@ -21,9 +22,11 @@ from streams.domain.account import apply_events
 from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import Event
-from streams.io.accounts import Account, decode, encode, summarize
+from streams.io.accounts import summarize
+from streams.io.records import Account, decode, encode
 
 POSITIONS = {0: (41, 0), 3: (7, 2)}
+LIMIT = 1_048_576
 
 
 def seat_history() -> list[Event]:
@@ -40,17 +43,30 @@ def busy_state() -> AccountState:
     return state
 
 
-def test_a_value_holds_the_positions_beside_the_state() -> None:
+def stored_value(account: Account, key: bytes = b"acme") -> bytes:
+    return encode(account, key, limit=LIMIT, budget=LIMIT).head
+
+
+def test_a_value_holds_the_positions_beside_the_state_compressed() -> None:
     state = busy_state()
 
-    value = encode(Account(state, dict(POSITIONS)))
-    restored = decode(value)
+    value = stored_value(Account(state, dict(POSITIONS)))
+    restored = decode(value, {}.get, b"acme")
 
-    assert value == b"[3,[0,41,0,3,7,2]," + state.to_bytes() + b"]"
-    assert orjson.loads(value) == [3, [0, 41, 0, 3, 7, 2], orjson.loads(state.to_bytes())]
+    assert zlib.decompress(value) == b'["account",1,[0,41,0,3,7,2],0,' + state.to_bytes() + b"]"
     assert restored.positions == POSITIONS
     assert restored.state.to_bytes() == state.to_bytes()
-    assert decode(encode(Account(AccountState("new"), {}))).positions == {}
+    assert decode(stored_value(Account(AccountState("new"), {})), {}.get, b"new").positions == {}
+
+
+def test_a_value_stored_by_version_3_is_read_with_its_positions() -> None:
+    state = busy_state()
+    version_3 = b"[3,[0,41,0,3,7,2]," + state.to_bytes() + b"]"
+
+    restored = decode(version_3, {}.get, b"acme")
+
+    assert restored.positions == POSITIONS
+    assert restored.state.to_bytes() == state.to_bytes()
 
 
 # busy_state() as stored by the detector before contract v2 (value 3, state 3)
@@ -61,7 +77,7 @@ STATE_3_FIELDS = orjson.loads(VALUE_3)[2][1:]
 def test_a_value_stored_before_contract_v2_is_read_and_goes_on_as_the_same_account() -> None:
     now = busy_state()
 
-    restored = decode(VALUE_3)
+    restored = decode(VALUE_3, {}.get, b"acme")
 
     assert restored.positions == POSITIONS
     old, new = restored.state, now
@@ -85,19 +101,20 @@ def test_a_value_stored_before_contract_v2_is_read_and_goes_on_as_the_same_accou
 def test_a_value_stored_by_version_2_is_read_with_its_positions() -> None:
     version_2 = orjson.dumps([2, *STATE_3_FIELDS, [[0, 41, 0], [3, 7, 2]]])
 
-    restored = decode(version_2)
+    restored = decode(version_2, {}.get, b"acme")
 
     assert restored.positions == POSITIONS
-    assert restored.state.to_bytes() == decode(VALUE_3).state.to_bytes()
+    assert restored.state.to_bytes() == decode(VALUE_3, {}.get, b"acme").state.to_bytes()
+    assert len(stored_value(restored)) < len(version_2)  # the stored size does not grow
 
 
 def test_a_value_stored_by_version_1_is_read_with_no_positions() -> None:
     version_1 = orjson.dumps([1, *STATE_3_FIELDS])
 
-    restored = decode(version_1)
+    restored = decode(version_1, {}.get, b"acme")
 
     assert restored.positions == {}
-    assert restored.state.to_bytes() == decode(VALUE_3).state.to_bytes()
+    assert restored.state.to_bytes() == decode(VALUE_3, {}.get, b"acme").state.to_bytes()
 
 
 def test_a_message_at_or_below_the_position_applied_is_a_reread() -> None:
@@ -113,13 +130,13 @@ def test_a_message_at_or_below_the_position_applied_is_a_reread() -> None:
 
 def test_summaries_read_values_of_every_version() -> None:
     values = [
-        encode(Account(busy_state(), dict(POSITIONS))),
+        stored_value(Account(busy_state(), dict(POSITIONS))),
         VALUE_3,
         orjson.dumps([2, *STATE_3_FIELDS, [[0, 41, 0]]]),
         orjson.dumps([1, *STATE_3_FIELDS]),
     ]
 
-    rows = asyncio.run(summarize(values))
+    rows = asyncio.run(summarize([(b"a%d" % n, value) for n, value in enumerate(values)]))
 
     assert len({(clock, tuple(published)) for _, clock, published in rows}) == 1
     assert [size for size, _, _ in rows] == [len(value) for value in values]

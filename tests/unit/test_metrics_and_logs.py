@@ -14,7 +14,8 @@ from prometheus_client import REGISTRY
 from streams.clock import DAY
 from streams.domain.state import AccountState
 from streams.io import metrics
-from streams.io.accounts import SUMMARY_SLICE, Account, encode, summarize
+from streams.io.accounts import SUMMARY_SLICE, summarize
+from streams.io.records import Account, encode
 from streams.logs import ExpectedErrors, JsonFormatter, logging_config
 from streams.settings import ROOT
 
@@ -31,7 +32,8 @@ def stored(account: str, clock: float | None, published: dict[str, float]) -> by
 
 def table_value(state: bytes) -> bytes:
     """The account table's value of a state, with the input positions stored beside it."""
-    return encode(Account(AccountState.from_bytes(state), {0: (41, 0), 3: (7, 2)}))
+    account = Account(AccountState.from_bytes(state), {0: (41, 0), 3: (7, 2)})
+    return encode(account, b"acme", limit=1_048_576, budget=1_048_576).head
 
 
 def gauge(name: str, **labels: str) -> float | None:
@@ -76,7 +78,7 @@ def test_summarizing_many_accounts_lets_messages_be_processed_in_between() -> No
         other = asyncio.create_task(other_work())
         await asyncio.sleep(0)
         before = len(turns)
-        rows = await summarize(values)
+        rows = await summarize([(b"a%d" % n, value) for n, value in enumerate(values)])
         summarizing = False
         await other
         return rows, len(turns) - before
