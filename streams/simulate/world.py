@@ -169,6 +169,7 @@ RENEWAL_MOVED_SHARE = 0.15  # renewals pushed to a later date while they are nea
 NPS_SHARE = 0.65  # accounts with an NPS survey result
 FEATURE_TRACKING_SHARE = 0.8  # accounts whose product analytics send feature_used
 TICKETING_SHARE = 0.85  # accounts that file support tickets
+HISTORY_TICKET_DAYS = 60  # ticket history sent with each account's snapshot: two gate windows
 WORKFLOW_SHARE = 0.55  # accounts whose plan has workflows and that run some
 
 
@@ -1042,6 +1043,19 @@ class _Account:
                 user = habits.choice(active)
                 self._emit(self._moment(day), "feature_used", {"feature": feature}, user.user_id)
 
+    def _ticket_history(self) -> None:
+        """The steady tickets of the 60 days before the simulation, sent with the snapshot:
+        a help desk's history, without which the support gate (the last 30 days against the
+        30 before) would hold back every ticketing account for its first days."""
+        cadence = self.profile.ticket_cadence
+        if not cadence:
+            return
+        for day in range(-HISTORY_TICKET_DAYS, 0):
+            if day % cadence == self.ticket_phase:
+                self.tickets += 1
+                properties = {"ticket_id": f"T{self.index + 1:04d}-{self.tickets:04d}"}
+                self._emit(self.sim.day_ms(day) + 12 * HOUR_MS, "support_ticket", properties)
+
     def _support(self, day: int) -> None:
         count = 1 if day % (self.profile.ticket_cadence or 1) == self.ticket_phase else 0
         strain = self.strain
@@ -1197,6 +1211,7 @@ class _Account:
 
     def _snapshot(self) -> None:
         profile = self.profile
+        self._ticket_history()
         ms = self.sim.day_ms(0) + self.rng.randint(0, 300_000)
         properties: dict[str, Any] = {
             "plan": self.plan,

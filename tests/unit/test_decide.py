@@ -844,7 +844,7 @@ def test_a_simulated_base_gives_signals_and_decisions_exactly_as_the_models_writ
     detector = Detector(SHIPPED_RULES)
     states: dict[str, AccountState] = {}
     published, logged, served = [], [], []
-    for obj in simulate(accounts=40, days=75, seed=5):
+    for obj in simulate(accounts=120, days=75, seed=3):
         (event,) = decode(orjson.dumps(obj)).events
         state = states.setdefault(event.account_id, AccountState(event.account_id))
         outcome = detector.apply(state, event)

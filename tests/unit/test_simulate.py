@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import pytest
+from scenario import SHIPPED_RULES
 
 from streams.clock import DAY, format_ms
 from streams.events import EVENT_TYPES, MAX_MESSAGE_BYTES, decode
@@ -228,7 +229,8 @@ def _v2_conditions(events: list[dict[str, Any]]) -> set[str]:
         if renewal is not None and health is not None and health >= 80:
             if 0 <= renewal - at <= 60 * DAY:
                 met.add("renewal_window")
-        seats_on[today], plan_on[today] = len(seated), plan
+        if plan:  # from the account's snapshot on (its ticket history comes before)
+            seats_on[today], plan_on[today] = len(seated), plan
     first = min(seats_on)
     ever_used = False
     for today in sorted(seats_on):
@@ -297,7 +299,9 @@ def test_default_start_ends_the_run_about_now() -> None:
     before = datetime.now(UTC).date()
     events = list(world.simulate(accounts=3, days=4))
     after = datetime.now(UTC).date()
-    first = datetime.fromisoformat(events[0]["timestamp"])
+    # (the accounts' support-ticket history comes first, from the 60 days before)
+    snapshot = next(e for e in events if e["type"] != "support_ticket")
+    first = datetime.fromisoformat(snapshot["timestamp"])
     assert first.date() in {before - timedelta(4), after - timedelta(4)}
     assert datetime.fromisoformat(events[-1]["timestamp"]) < datetime.now(UTC)
 
@@ -306,7 +310,10 @@ def test_timestamps_never_go_back(run: tuple[world.Simulation, list[dict[str, An
     _, events = run
     seconds = [_seconds(e) for e in events]
     assert all(a <= b for a, b in zip(seconds, seconds[1:], strict=False))
-    assert seconds[0] >= START.timestamp()
+    assert seconds[0] >= START.timestamp() - world.HISTORY_TICKET_DAYS * DAY  # ticket history
+    assert min(
+        s for s, e in zip(seconds, events, strict=True) if e["type"] != "support_ticket"
+    ) >= (START.timestamp())
     assert seconds[-1] < START.timestamp() + 80 * DAY
     assert all(format_ms(round(_seconds(e) * 1000)) == e["timestamp"] for e in events)
 
@@ -336,7 +343,8 @@ def test_each_account_opens_with_a_full_account_update(
     assert set(grouped) == {p.account_id for p in simulation.accounts}
     segments: Counter[str] = Counter()
     for profile in simulation.accounts:
-        first = grouped[profile.account_id][0]
+        # after the account's support-ticket history, if it files tickets
+        first = next(e for e in grouped[profile.account_id] if e["type"] != "support_ticket")
         assert first["type"] == "account_updated"
         props = first["properties"]
         always = {"plan", "seat_limit", "usage_limits", "segment", "mrr"}
@@ -497,10 +505,12 @@ def test_v2_events_are_present(run: tuple[world.Simulation, list[dict[str, Any]]
     assert details["qbr_unmet_need"]["need"] in world.GATED_FEATURES
 
 
-def test_plan_features_are_the_rules_lists() -> None:
+def test_plan_features_are_the_shipped_rules_lists() -> None:
+    shipped = SHIPPED_RULES.for_segment("smb").plans
     assert {plan: list(features) for plan, features in world.PLAN_FEATURES.items()} == (
-        PLAN_FEATURES
+        {plan: listed.features for plan, listed in shipped.items()}
     )
+    assert PLAN_FEATURES == {plan: list(features) for plan, features in world.PLAN_FEATURES.items()}
 
 
 def test_renewal_dates_come_as_dates_and_date_times_and_some_move(
