@@ -386,10 +386,12 @@ class AccountState:
         """Forget the users last active before `day`: the oldest history goes first when the
         stored value must shrink to fit its limit."""
         self.users = {u: r for u, r in self.users.items() if r[0] >= day}
+        self._prune_workflows(day - 1)
         self.touched = None
         self.windows.clear()
         self.activity_revision += 1
         self.history_revision += 1
+        self.workflow_revision += 1
 
     def _prune_workflows(self, oldest: int) -> None:
         self.workflow_days = {d: totals for d, totals in self.workflow_days.items() if d > oldest}
@@ -505,8 +507,9 @@ class AccountState:
     # -- serialization -------------------------------------------------------
 
     def to_bytes(self, per_user: bool = True) -> bytes:
-        """The stored value; without the per-user entries (users, seats, gate_users) and the
-        dedup memory when not `per_user`: a large account keeps those apart (streams.io.records).
+        """The stored value; without the per-user entries (users, seats, gate_users,
+        workflow_users) and the dedup memory when not `per_user`: a large account keeps those
+        apart (streams.io.records).
         """
         # orjson's result keeps a 4 KiB allocation whatever its length; an exact copy is
         # what a table holding one value per account should keep
@@ -541,7 +544,7 @@ class AccountState:
                 self.renewal_date,
                 self.nps,
                 self.department_days,
-                self.workflow_users,
+                self.workflow_users if per_user else {},
                 {w: list(days.items()) for w, days in self.workflow_runs.items()},
                 list(self.workflow_days.items()),
                 self.features_used,

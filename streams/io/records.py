@@ -12,9 +12,9 @@ import orjson
 
 from streams.domain.state import AccountState
 
-# An account with more users than this keeps its per-user entries (users, seats, gate users)
-# and its dedup memory in parts beside its head, about this many users to a part: a busy
-# large account rewrites the few parts its events touched, not all of its users.
+# An account with more users than this keeps its per-user entries (users, seats, gate users,
+# workflow runs) and its dedup memory in parts beside its head, about this many users to a
+# part: a busy large account rewrites the few parts its events touched, not all its users.
 PART_USERS = 256
 MAX_PARTS = 4096  # the most parts an account is split into: bounds the table reads of a load
 # zlib level 1: 27 bytes a user for 0.8 us a user; level 6 saves 9 % for 4-10 times the time
@@ -24,7 +24,7 @@ RECORD_OVERHEAD = 512
 # Each record is zlib-compressed JSON whose first two elements are its kind and the version
 # of that record layout, its own (the state inside a head carries the state's version):
 #   head: ["account", 1, [partition, offset, part, ...], parts, state]
-#   part: ["part", 1, users, seats, gate_users, seen]
+#   part: ["part", 2, users, seats, gate_users, seen, workflow_users] (1: without the last)
 # Values written before were uncompressed JSON starting with "[": "[3," + positions + "," +
 # state + "]", and before that the state alone (versions 1 and 2; 2 with the positions last).
 HEAD = b'["account",1,'
@@ -167,7 +167,7 @@ def _rebuild(account: Account, parts: int) -> dict[int, bytes]:
     mask = parts - 1
     if state.touched is None or parts != account.parts or len(account.members) != parts:
         account.members = [(set(), set()) for _ in range(parts)]
-        for user in chain(state.users, state.seats, state.gate_users):
+        for user in chain(state.users, state.seats, state.gate_users, state.workflow_users):
             account.members[_part_of(user, mask)][0].add(user)
         for key in state.seen:
             account.members[key & mask][1].add(key)
@@ -191,11 +191,12 @@ def _content(state: AccountState, users: set[str], keys: set[int]) -> bytes:
     return orjson.dumps(
         [
             "part",
-            1,
+            2,
             {user: state.users[user] for user in ids if user in state.users},
             [user for user in ids if user in state.seats],
             {user: state.gate_users[user] for user in ids if user in state.gate_users},
             [(key, state.seen[key]) for key in sorted(keys) if key in state.seen],
+            {user: state.workflow_users[user] for user in ids if user in state.workflow_users},
         ]
     )
 
@@ -241,7 +242,8 @@ def decode(value: bytes, stored: Callable[[bytes], bytes | None], account_key: b
         if record is None:
             continue  # written again at the next save: its digest is not known
         content = zlib.decompress(record)
-        _, _, users, seats, gate_users, seen = orjson.loads(content)
+        _, _, users, seats, gate_users, seen, *workflow_users = orjson.loads(content)
+        state.workflow_users.update(*workflow_users)
         state.users.update(users)
         state.seats.update(seats)
         state.gate_users.update(gate_users)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import zlib
 
 import pytest
 from scenario import SHIPPED_RULES, active, events
@@ -153,6 +154,20 @@ def test_a_small_account_is_one_record() -> None:
 
     assert encoded.parts == {} and encoded.size == len(encoded.head)
     assert decode(encoded.head, {}.get, b"acme").state.to_bytes() == account.state.to_bytes()
+
+
+def test_a_big_accounts_workflow_runs_are_kept_in_its_parts_and_read_back() -> None:
+    state = enterprise(5_000)
+    for n, user in enumerate(sorted(state.users)):
+        state.workflow_users[user] = {f"w{n % 7}": [TODAY, 0b1011]}
+    account = Account(state, {})
+
+    records = stored_records(account, b"acme")
+    restored = decode(records[b"acme"], records.get, b"acme").state
+
+    assert b"w6" not in zlib.decompress(records[b"acme"])  # not in the head: in the parts
+    assert restored.workflow_users == state.workflow_users
+    assert restored.to_bytes() == state.to_bytes()
 
 
 def test_parts_are_split_further_while_one_is_over_the_message_limit() -> None:
