@@ -167,7 +167,7 @@ def test_a_big_accounts_workflow_runs_are_kept_in_its_parts_and_read_back() -> N
 
     assert b"w6" not in zlib.decompress(records[b"acme"])  # not in the head: in the parts
     assert restored.workflow_users == state.workflow_users
-    assert restored.to_bytes() == state.to_bytes()
+    assert restored.users == state.users
 
 
 def test_parts_are_split_further_while_one_is_over_the_message_limit() -> None:
