@@ -11,7 +11,8 @@ import gc
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -380,12 +381,7 @@ class Bench:
                 f"latency {of}: worker {name}, signals matched to send times, at {rate:,.0f}/s"
                 f" (producer linger {self.args.latency_linger_ms:g} ms)"
             )
-            # A broker of its own: Tansu keeps every record in memory and answers more slowly
-            # the more it holds; after the throughput runs (about 1.5 million records) p50 was
-            # 59-94 ms instead of 42-48 ms. A Kafka broker's latency does not grow so.
-            with BROKERS[self.args.broker](log_dir=self.workdir) as broker:
-                assert broker.process is not None
-                own = replace(ctx, bootstrap=broker.bootstrap, broker_pid=broker.process.pid)
+            with self.latency_broker(ctx) as own:
                 result = self.attempt(
                     names,
                     f"latency {of}",
@@ -414,6 +410,23 @@ class Bench:
                 f"achieved {result['achieved_eps']:,.0f}/s; {cpu_line(result['cpu'])}"
             )
             self.check_quiet(f"latency {of}", result["cpu"])
+
+    @contextmanager
+    def latency_broker(self, ctx: detector.Context) -> Iterator[detector.Context]:
+        """The broker of a latency run: on Tansu one of its own, on Kafka the run's.
+
+        Tansu keeps every record in memory and answers more slowly the more it holds: after
+        the throughput runs (about 1.5 million records) p50 was 59-94 ms instead of 42-48 ms.
+        A Kafka broker finds an offset through its index, and a fresh one would be measured
+        while its JVM is still compiling: in a 10 s run on a fresh broker, its JIT compiler
+        threads took about a fifth of a core and p50 was seconds.
+        """
+        if not ctx.tansu:
+            yield ctx
+            return
+        with BROKERS[self.args.broker](log_dir=self.workdir) as broker:
+            assert broker.process is not None
+            yield replace(ctx, bootstrap=broker.bootstrap, broker_pid=broker.process.pid)
 
     def state(self, ctx: detector.Context) -> None:
         accounts = self.args.state_accounts
