@@ -1,5 +1,4 @@
-"""python -m streams scorecard, and GET /scorecard: the readiness scorecard as a table, JSON,
-CSV or a page, and who may read it."""
+"""The readiness scorecard for people: table, JSON, CSV or page; its command; who may read it."""
 
 from __future__ import annotations
 
@@ -125,14 +124,14 @@ def to_table(rows: list[dict[str, Any]]) -> str:
     """The rows for a terminal: rank, account, readiness, motion, criteria marks, ACV."""
     marks = " ".join(name[:4] for name in CRITERIA)
     lines = [
-        f"{'#':>3} {'account':<16} {'segment':<10} {'ready':>5}  {'motion':<9} {marks:<34} "
+        f"{'#':>3} {'account':<16} {'segment':<10} {'ready':>5}  {'motion':<10} {marks:<34} "
         f"{'est. ACV':>10}  active triggers"
     ]
     for n, row in enumerate(rows, start=1):
         criteria = " ".join(f"{MARKS[row['criteria'][name]]:<4}" for name in CRITERIA)
         lines.append(
             f"{n:>3} {row['account_id']:<16} {row['segment']:<10} "
-            f"{row['expansion_readiness']:>4}%  {row['recommended_motion']:<9} {criteria:<34} "
+            f"{row['expansion_readiness']:>4}%  {row['recommended_motion']:<10} {criteria:<34} "
             f"{row['estimated_expansion_acv']:>10,.0f}  {' '.join(row['active_triggers']) or '-'}"
         )
     lines.append(f"({len(rows)} accounts; criteria: ✓ met, ✗ unmet, ? unknown)")
@@ -144,6 +143,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
 nav a { margin-right: .8em; } nav a[aria-current] { font-weight: bold; color: #222; }
 table { border-collapse: collapse; margin-top: 1em; }
 th, td { padding: .3em .6em; border-bottom: 1px solid #ddd; text-align: left; }
+td { white-space: nowrap; } td.triggers { white-space: normal; }
 th { background: #f4f4f4; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.met { color: #187a2f; } td.unmet { color: #b3261e; font-weight: bold; }
@@ -174,13 +174,14 @@ def to_html(rows: list[dict[str, Any]], query: Query) -> str:
         )
         health = "" if row["health_score"] is None else f"{row['health_score']:g}"
         motion = row["recommended_motion"]
+        triggers = " ".join(row["active_triggers"])
         body.append(
             f'<tr data-account-id="{escape(row["account_id"])}">'
             f'<td class="num">{n}</td><td>{escape(row["account_id"])}</td>'
             f"<td>{escape(row['segment'])}</td>"
             f'<td class="num" data-field="expansion_readiness">{row["expansion_readiness"]}</td>'
             f'<td class="motion-{motion}" data-field="recommended_motion">{motion}</td>{marks}'
-            f'<td data-field="active_triggers">{escape(" ".join(row["active_triggers"]))}</td>'
+            f'<td class="triggers" data-field="active_triggers">{escape(triggers)}</td>'
             f'<td class="num" data-field="estimated_expansion_acv">'
             f"{row['estimated_expansion_acv']:,.2f}</td>"
             f'<td class="num">{health}</td><td>{escape(row["activation_status"])}</td>'
@@ -198,7 +199,8 @@ def to_html(rows: list[dict[str, Any]], query: Query) -> str:
         "Criteria: ✓ met, ✗ unmet, ? unknown (no data: the gate passes).</p>"
         '<table id="scorecard"><thead><tr><th>#</th><th>account</th><th>segment</th>'
         f"<th>readiness %</th><th>motion</th>{head}<th>active triggers</th>"
-        "<th>est. ACV (USD)</th><th>health</th><th>activation</th><th>updated</th></tr></thead>"
+        "<th>est. ACV (USD)</th><th>health</th><th>activation status</th><th>updated</th>"
+        "</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table></body></html>"
     )
 
