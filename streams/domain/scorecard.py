@@ -27,13 +27,14 @@ def scorecard_row(state: AccountState, rules: Rules) -> dict[str, Any]:
     else:
         activation = "activating" if criteria["activation"] == "unmet" else "activated"
     first_day = state.today - ACTIVE_DAYS + 1
-    active = [
-        trigger
-        for trigger in segment_rules.order
-        if (memory := state.triggers.get(trigger)) is not None
-        and memory.decided_day is not None
-        and memory.decided_day >= first_day
-    ]
+    active = sorted(
+        (
+            trigger
+            for trigger, memory in state.triggers.items()
+            if memory.decided_day is not None and memory.decided_day >= first_day
+        ),
+        key=segment_rules.order.index,
+    )
     primary = None if state.primary is None else state.primary.signal
     if unmet:
         motion = "not_ready"

@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ def expected_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows the domain gives for these events, in the scorecard's order."""
     rules = load(ROOT / "config" / "rules.yaml")
     detector = Detector(rules)
-    states: dict[str, AccountState] = defaultdict(lambda: AccountState(""))
+    states: dict[str, AccountState] = {}
     for decoded in (decode(orjson.dumps(e)).events[0] for e in events):
         state = states.setdefault(decoded.account_id, AccountState(decoded.account_id))
         detector.apply(state, decoded)
