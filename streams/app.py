@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import faust
@@ -21,6 +22,9 @@ from streams.io.scorecard import ScorecardView
 from streams.io.topics import reachable
 from streams.rules import Rules
 from streams.settings import Settings
+
+# A request for the scorecard waits this long for Redis (which the worker itself waits for).
+SCORECARD_READ_SECONDS = 5.0
 
 
 def new_faust_app(settings: Settings) -> faust.App:
@@ -93,7 +97,12 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
                 query = scorecard.parse_query(request.query)
             except scorecard.BadQuery as error:
                 return self.error(400, str(error))
-            rows = await readiness.read(query.top, query.segment)
+            try:
+                rows = await asyncio.wait_for(
+                    readiness.read(query.top, query.segment), SCORECARD_READ_SECONDS
+                )
+            except TimeoutError:
+                return self.error(503, "Redis does not answer")
             headers = {
                 "Content-Type": f"{scorecard.CONTENT_TYPES[query.format]}; charset=utf-8",
                 "Content-Security-Policy": scorecard.PAGE_POLICY,
