@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # Touched after each install, so pip runs again only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv redis prometheus test test-reliability test-unit demo worker broker kafka bench lint clean
+.PHONY: help venv redis prometheus chromium test test-reliability test-unit demo worker broker kafka bench lint clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,9 +30,12 @@ redis: ## Make sure Redis answers at REDIS_URL (installs and starts one if neede
 prometheus: ## Make sure Debian's prometheus and promtool are installed (for the tests)
 	@scripts/ensure-prometheus.sh
 
+chromium: ## Make sure Debian's chromium is installed (a test renders the scorecard page headless)
+	@scripts/ensure-chromium.sh
+
 # Integration and fault tests run on Tansu and on Apache Kafka (TEST_BROKERS=tansu or kafka for
 # one; KAFKA_BOOTSTRAP for a broker of your own). Kafka's jars are fetched first, visibly.
-test: venv redis prometheus ## Run the whole suite: unit, then integration on Tansu and Apache Kafka
+test: venv redis prometheus chromium ## Run the whole suite: unit, then integration on Tansu and Apache Kafka
 	@scripts/ensure-kafka.sh >/dev/null
 	$(BIN)/pytest -q -m "not slow"
 

@@ -1,4 +1,4 @@
-"""Command line: python -m streams worker|demo|simulate|backtest|broker|kafka|sink|tail|schemas."""
+"""Command line: python -m streams COMMAND (worker, demo, scorecard, backtest, simulate, ...)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ commands:
   simulate   write a simulated customer base as contract events (JSON lines, or Kafka)
   backtest   replay an events file through the detector; per-trigger coverage and
              false positives against an outcomes file, rules files side by side
+  scorecard  print the readiness scorecard from Redis, most ready first
+             [--top N] [--segment S] [--format table|json|csv]
   broker     run the embedded Kafka-compatible broker (Tansu) in the foreground
   kafka      run an Apache Kafka broker (KRaft, single node) in the foreground
   sink       post signals to a webhook or Slack: sink webhook --url URL [--format slack]
@@ -43,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from streams.backtest.cli import main as backtest
 
         return backtest(rest)
+    if command == "scorecard":
+        from streams.scorecard import main as scorecard
+
+        return scorecard(rest)
     if command == "broker":
         from streams.embedded import main as broker
 

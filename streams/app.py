@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import faust
 from aiokafka.errors import IllegalStateError
 from faust.web import Request, Response, View
 
+from streams import scorecard
 from streams.domain.decide import Detector
+from streams.domain.state import AccountState
 from streams.io import kafka_security, metrics, transport
 from streams.io.accounts import AccountStore
 from streams.io.agents import Agent, register
 from streams.io.delivery import Delivery, raw_topic
 from streams.io.ledger import Ledger
 from streams.io.publisher import KafkaPublisher
+from streams.io.scorecard import ScorecardView
 from streams.io.topics import reachable
 from streams.rules import Rules
 from streams.settings import Settings
+
+# A request for the scorecard waits this long for Redis (which the worker itself waits for).
+SCORECARD_READ_SECONDS = 5.0
 
 
 def new_faust_app(settings: Settings) -> faust.App:
@@ -52,7 +59,12 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
     app = new_faust_app(settings)
     ledger = Ledger(settings.redis_url, settings.redis_prefix)
     delivery = Delivery()
-    accounts = AccountStore(app, settings, delivery)
+    readiness = ScorecardView(ledger)
+
+    async def write_scorecard(states: list[AccountState]) -> None:
+        await readiness.write(states, rules)
+
+    accounts = AccountStore(app, settings, delivery, after_save=write_scorecard)
     publisher = KafkaPublisher(
         raw_topic(app, settings.topic_signals),
         raw_topic(app, settings.topic_decisions),
@@ -68,6 +80,36 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
         async def get(self, request: Request) -> Response:
             body, content_type = metrics.exposition()
             return self.bytes(body, content_type=content_type.split(";")[0])
+
+    @app.page("/scorecard")
+    class Scorecard(View):
+        async def get(self, request: Request) -> Response:
+            token = settings.scorecard_token
+            if token is None:
+                return self.error(404, "the scorecard is off: set SCORECARD_TOKEN to serve it")
+            if not scorecard.authorized(
+                request.headers.get("Authorization"), token.get_secret_value()
+            ):
+                challenge = 'Bearer realm="scorecard", Basic realm="scorecard"'
+                return self.error(
+                    401, "a bearer token is needed", headers={"WWW-Authenticate": challenge}
+                )
+            try:
+                query = scorecard.parse_query(request.query)
+            except scorecard.BadQuery as error:
+                return self.error(400, str(error))
+            try:
+                rows = await asyncio.wait_for(
+                    readiness.read(query.top, query.segment), SCORECARD_READ_SECONDS
+                )
+            except TimeoutError:
+                return self.error(503, "Redis does not answer")
+            headers = {
+                "Content-Type": f"{scorecard.CONTENT_TYPES[query.format]}; charset=utf-8",
+                "Content-Security-Policy": scorecard.PAGE_POLICY,
+                "Cache-Control": "no-store",
+            }
+            return self.bytes(scorecard.render(rows, query), headers=headers)
 
     @app.page("/healthz")
     class Healthz(View):

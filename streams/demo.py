@@ -1,4 +1,4 @@
-"""`make demo`: broker, worker and a simulated customer base; prints signals as they arrive."""
+"""`make demo`: broker, worker and a simulated base; prints signals, then the scorecard's top."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import random
+import secrets
 import signal as signals_
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams import present
+from streams import present, scorecard
 from streams.clock import day_of
 from streams.embedded import EmbeddedBroker, free_port
 from streams.io.ledger import redacted
@@ -190,6 +191,26 @@ def _summary(
         )
 
 
+def _scorecard(web_port: int, token: str, run_dir: Path) -> None:
+    """The top of the scorecard, and the page as the worker serves it."""
+    address = f"http://127.0.0.1:{web_port}/scorecard"
+    request = urllib.request.Request(
+        f"{address}?format=json&top=10", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        rows = orjson.loads(answer.read())
+    _say("\n== readiness scorecard, top 10 (python -m streams scorecard; GET /scorecard)")
+    _say(scorecard.to_table(rows))
+    request = urllib.request.Request(address, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        page = run_dir / "demo-scorecard.html"
+        page.write_bytes(answer.read())
+    _say(
+        f"\nThe page: {address} (while a worker runs, with the header "
+        f"'Authorization: Bearer {token}'); as served, saved to {page.as_uri()}"
+    )
+
+
 def _clear_redis(url: str) -> None:
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(f"{REDIS_PREFIX}*", count=1000))
@@ -221,6 +242,7 @@ def main(argv: list[str]) -> int:
         partitions = settings.topic_partitions
         asyncio.run(ensure_topics(bootstrap, list(TOPICS.values()), partitions))
         web_port = free_port()
+        token = secrets.token_urlsafe(16)  # this run's only: the scorecard is customer data
         env = {
             **TOPICS,
             "KAFKA_BOOTSTRAP": bootstrap,
@@ -230,6 +252,7 @@ def main(argv: list[str]) -> int:
             "WEB_PORT": str(web_port),
             "DATA_DIR": str(run_dir / "demo-data"),
             "LOG_LEVEL": "warn",
+            "SCORECARD_TOKEN": token,
         }
         log_path = run_dir / "demo-worker.log"
         _say(
@@ -239,6 +262,7 @@ def main(argv: list[str]) -> int:
         _wait_ready(web_port, worker, log_path)
         _say("-- worker ready")
         asyncio.run(_run(args, bootstrap, partitions))
+        _scorecard(web_port, token, run_dir)
         return 0
     except KeyboardInterrupt:
         return 130

@@ -134,10 +134,14 @@ class SegmentRules(Strict):
         return {trigger: rank for rank, trigger in enumerate(self.priority)}
 
     @cached_property
+    def order(self) -> tuple[str, ...]:
+        """Every trigger: unranked ones first, then highest priority first."""
+        return (*(t.name for t in self.catalog if not t.ranked), *self.priority)
+
+    @cached_property
     def enabled(self) -> tuple[str, ...]:
-        """The enabled triggers: unranked ones first, then highest priority first."""
-        unranked = [t.name for t in self.catalog if not t.ranked]
-        return tuple(t for t in (*unranked, *self.priority) if getattr(self.triggers, t).enabled)
+        """The enabled triggers, in `order`."""
+        return tuple(t for t in self.order if getattr(self.triggers, t).enabled)
 
     @cached_property
     def checks(self) -> tuple[CheckWithRule, ...]:

@@ -20,12 +20,13 @@ class Settings(BaseSettings):
     TOPIC_EVENTS, TOPIC_SIGNALS, TOPIC_DLQ, TOPIC_DECISIONS, TOPIC_REPARTITION,
     TOPIC_PARTITIONS, WEB_PORT, REDIS_PREFIX, EMBEDDED_BROKER, DATA_DIR,
     BROKER_REBALANCE_TIMEOUT, BROKER_SESSION_TIMEOUT, BROKER_WAIT_SECONDS, LOG_LEVEL,
-    LOG_FORMAT; security: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
-    KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE,
-    REDIS_SSL_CAFILE.
+    LOG_FORMAT, SCORECARD_TOKEN; security: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
+    KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE,
+    KAFKA_SSL_KEYFILE, REDIS_SSL_CAFILE.
 
-    Secrets stay out of output: KAFKA_SASL_PASSWORD is a SecretStr, REDIS_URL (which may
-    carry a password) is left out of the repr, and validation errors never echo an input.
+    Secrets stay out of output: KAFKA_SASL_PASSWORD and SCORECARD_TOKEN are SecretStrs,
+    REDIS_URL (which may carry a password) is left out of the repr, and validation errors
+    never echo an input.
     """
 
     model_config = SettingsConfigDict(
@@ -105,6 +106,10 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = Field(
         default=None, validate_default=True, description="the client certificate's key (PEM)"
     )
+    scorecard_token: SecretStr | None = Field(
+        default=None,
+        description="the bearer token GET /scorecard asks for; unset: the endpoint is off",
+    )
     log_level: Literal["debug", "info", "warn", "warning", "error", "crit", "critical"] = "info"
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per log line"
@@ -122,6 +127,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "redis_ssl_cafile",
+        "scorecard_token",
         "kafka_sasl_mechanism",
         "kafka_sasl_username",
         "kafka_sasl_password",

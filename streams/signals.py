@@ -6,9 +6,9 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from streams.domain.gates import REASONS
+from streams.domain.gates import GATES, REASONS, GateStatus
 from streams.domain.triggers import ExpansionType, Route
 from streams.events import RejectionReason, Segment, Stage
 from streams.rules import TRIGGERS
@@ -146,21 +146,12 @@ class Outcome(BaseModel):
     source_event_id: str
 
 
-GateStatus = Literal["met", "unmet", "unknown"]
-
-
-class ScorecardCriteria(BaseModel):
-    """Each gate of contract section 6 for one account; `unknown` where data is missing."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    activation: GateStatus
-    health: GateStatus
-    churn_risk: GateStatus
-    utilization: GateStatus
-    adoption: GateStatus
-    support: GateStatus
-    nps: GateStatus
+ScorecardCriteria = create_model(
+    "ScorecardCriteria",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Each gate of contract section 6 for one account; `unknown` where data is missing.",
+    **{gate.name: (GateStatus, ...) for gate in GATES},  # type: ignore[call-overload]
+)
 
 
 class ScorecardRow(BaseModel):
@@ -173,11 +164,14 @@ class ScorecardRow(BaseModel):
     health_score: float | None = Field(ge=0, le=100)
     activation_status: Literal["not_activated", "activating", "activated"]
     expansion_readiness: int = Field(ge=0, le=100)
-    criteria: ScorecardCriteria
-    active_triggers: list[str]
+    criteria: ScorecardCriteria  # type: ignore[valid-type]
+    active_triggers: list[TriggerName] = Field(
+        description="published or decided in the last 14 days, in priority order"
+    )
     recommended_motion: Literal["not_ready", "self_serve", "csm_led", "sales_led", "none"]
     estimated_expansion_acv: float = Field(ge=0)
     updated_at: str
 
 
 rejection_record = _record(DlqRecord)
+scorecard_record = _record(ScorecardRow)

@@ -214,7 +214,10 @@ class _Step:
         state.primary = Primary(signal, state.now, self.event.timestamp)
         once_per = self.rules.catalog[fired.trigger].once_per
         state.triggers[fired.trigger] = TriggerMemory(
-            fired.level, state.now, published_for=None if once_per is None else once_per(state)
+            fired.level,
+            state.now,
+            published_for=None if once_per is None else once_per(state),
+            decided_day=state.today,
         )
         outcomes.remember(
             state,
@@ -307,6 +310,7 @@ class _Step:
         memory = self.state.triggers.get(fired.trigger)
         if memory is None:
             memory = self.state.triggers[fired.trigger] = TriggerMemory()
+        memory.decided_day = self.state.today
         logged = f"{fired.level:g}|{reason}"
         if logged in memory.logged:
             return

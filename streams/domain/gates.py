@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import Field
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from streams.rules import SegmentRules
 
 R = TypeVar("R", bound=Strict)
+# What the scorecard shows of a gate: `unknown` where it passes for lack of data.
+GateStatus = Literal["met", "unmet", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +30,24 @@ class Gate(Generic[R]):
     # its numbers, with the contract's defaults; in the rules file they stand under `gates`
     # beside the other gates' numbers
     rule: type[R]
-    # the numbers that made the account fail, for the decision's detail; None if it passes
+    # whether the account has the data the gate reads: an account without it passes
+    known: Callable[[AccountState, R], bool]
+    # the numbers that made a known account fail, for the decision's detail; None if it passes
     check: Callable[[AccountState, R], dict[str, Any] | None]
+
+    def failure(self, state: AccountState, rule: R) -> dict[str, Any] | None:
+        """The numbers that made the account fail; None if it passes (or is not known)."""
+        return self.check(state, rule) if self.known(state, rule) else None
+
+    def status(self, state: AccountState, rule: R) -> GateStatus:
+        if not self.known(state, rule):
+            return "unknown"
+        return "met" if self.check(state, rule) is None else "unmet"
+
+
+def always(state: AccountState, rule: Strict) -> bool:
+    """A gate whose data every account has."""
+    return True
 
 
 class ActivationRule(Strict):
@@ -52,10 +70,16 @@ class HealthRule(Strict):
     min_health_score: Annotated[float, Field(ge=0, le=100)] = 75
 
 
+def health_known(state: AccountState, rule: HealthRule) -> bool:
+    return state.health_score is not None
+
+
 def unhealthy(state: AccountState, rule: HealthRule) -> dict[str, Any] | None:
-    """A known health score below min_health_score."""
-    if state.health_score is not None and state.health_score < rule.min_health_score:
-        return {"health_score": state.health_score, "min_health_score": rule.min_health_score}
+    """A health score below min_health_score."""
+    health = state.health_score
+    assert health is not None
+    if health < rule.min_health_score:
+        return {"health_score": health, "min_health_score": rule.min_health_score}
     return None
 
 
@@ -64,17 +88,26 @@ class ChurnRiskRule(Strict):
     churn_ratio: Annotated[float, Field(ge=0, le=1)] = 0.7
 
 
-def churn_risk(state: AccountState, rule: ChurnRiskRule) -> dict[str, Any] | None:
-    """Fewer active users in the last window than churn_ratio of those in the window before."""
-    window = rule.churn_window_days
-    today = state.today
-    recent = len(state.active_day_counts(window))
-    before = state.memoized(
+def active_before(state: AccountState, rule: ChurnRiskRule) -> int:
+    """Active users in the churn window before the last one."""
+    window, today = rule.churn_window_days, state.today
+    return state.memoized(
         "churn_before",
         (window, today, state.history_revision),
         lambda: state.active_users(today - 2 * window + 1, today - window),
     )
-    if before and recent < rule.churn_ratio * before:
+
+
+def churn_known(state: AccountState, rule: ChurnRiskRule) -> bool:
+    return active_before(state, rule) > 0
+
+
+def churn_risk(state: AccountState, rule: ChurnRiskRule) -> dict[str, Any] | None:
+    """Fewer active users in the last window than churn_ratio of those in the window before."""
+    window = rule.churn_window_days
+    recent = len(state.active_day_counts(window))
+    before = active_before(state, rule)
+    if recent < rule.churn_ratio * before:
         return {
             "active_users_recent": recent,
             "active_users_before": before,
@@ -89,11 +122,13 @@ class UtilizationRule(Strict):
     min_utilization: Annotated[float, Field(ge=0, le=10)] = 0.6
 
 
+def seats_known(state: AccountState, rule: UtilizationRule) -> bool:
+    return bool(state.seats)
+
+
 def low_utilization(state: AccountState, rule: UtilizationRule) -> dict[str, Any] | None:
-    """Seats in use, but few of them active: active users in the window / seats in use."""
+    """Few of the seats in use active: active users in the window / seats in use."""
     seats = len(state.seats)
-    if not seats:
-        return None  # unknown passes
     active = len(state.active_day_counts(rule.utilization_window_days))
     if active / seats < rule.min_utilization:
         return {
@@ -111,10 +146,12 @@ class AdoptionRule(Strict):
     min_features_used: Count = 3
 
 
+def features_known(state: AccountState, rule: AdoptionRule) -> bool:
+    return state.features_ever
+
+
 def low_adoption(state: AccountState, rule: AdoptionRule) -> dict[str, Any] | None:
-    """Few distinct features used in the window, for an account that reports feature use."""
-    if not state.features_ever:
-        return None  # unknown passes
+    """Few distinct features used in the window."""
     used = len(state.features_in(rule.adoption_window_days))
     if used < rule.min_features_used:
         return {
@@ -129,10 +166,12 @@ class SupportRule(Strict):
     support_window_days: Annotated[int, Field(ge=1, le=HISTORY_DAYS // 2)] = 30
 
 
+def tickets_known(state: AccountState, rule: SupportRule) -> bool:
+    return state.tickets_ever
+
+
 def support_rising(state: AccountState, rule: SupportRule) -> dict[str, Any] | None:
     """More support tickets in the last window than in the window before it."""
-    if not state.tickets:
-        return None
     window = rule.support_window_days
     recent = state.window_sum(state.tickets, window)
     before = state.window_sum(state.tickets, window, before=window)
@@ -145,22 +184,30 @@ class NpsRule(Strict):
     min_nps: Annotated[float, Field(ge=0, le=10)] = 7
 
 
+def nps_known(state: AccountState, rule: NpsRule) -> bool:
+    return state.nps is not None
+
+
 def low_nps(state: AccountState, rule: NpsRule) -> dict[str, Any] | None:
-    """A known NPS below min_nps."""
-    if state.nps is not None and state.nps < rule.min_nps:
-        return {"nps": state.nps, "min_nps": rule.min_nps}
+    """An NPS below min_nps."""
+    nps = state.nps
+    assert nps is not None
+    if nps < rule.min_nps:
+        return {"nps": nps, "min_nps": rule.min_nps}
     return None
 
 
-# The contract's gates, in the order they are checked (contract section 6).
+# The contract's gates, in the order they are checked (contract section 6). An account
+# without the data a gate reads passes it: health or NPS not known, no seats in use, no
+# feature_used or support_ticket ever, nobody active in the churn gate's earlier window.
 GATES: tuple[Gate[Any], ...] = (
-    Gate("activation", "gated_not_activated", ActivationRule, not_activated),
-    Gate("health", "gated_health", HealthRule, unhealthy),
-    Gate("churn_risk", "gated_churn_risk", ChurnRiskRule, churn_risk),
-    Gate("utilization", "gated_low_utilization", UtilizationRule, low_utilization),
-    Gate("adoption", "gated_low_adoption", AdoptionRule, low_adoption),
-    Gate("support", "gated_support_rising", SupportRule, support_rising),
-    Gate("nps", "gated_nps", NpsRule, low_nps),
+    Gate("activation", "gated_not_activated", ActivationRule, always, not_activated),
+    Gate("health", "gated_health", HealthRule, health_known, unhealthy),
+    Gate("churn_risk", "gated_churn_risk", ChurnRiskRule, churn_known, churn_risk),
+    Gate("utilization", "gated_low_utilization", UtilizationRule, seats_known, low_utilization),
+    Gate("adoption", "gated_low_adoption", AdoptionRule, features_known, low_adoption),
+    Gate("support", "gated_support_rising", SupportRule, tickets_known, support_rising),
+    Gate("nps", "gated_nps", NpsRule, nps_known, low_nps),
 )
 REASONS = tuple(gate.reason for gate in GATES)
 
@@ -168,7 +215,7 @@ REASONS = tuple(gate.reason for gate in GATES)
 def failed_gate(state: AccountState, rules: SegmentRules) -> tuple[str, dict[str, Any]] | None:
     """The first gate the account fails now, with its reason and numbers."""
     for gate, rule in rules.gate_checks:
-        detail = gate.check(state, rule)
+        detail = gate.failure(state, rule)
         if detail is not None:
             return gate.reason, detail
     return None

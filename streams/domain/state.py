@@ -65,7 +65,8 @@ class ActivityWindow:
 @dataclass(slots=True)
 class TriggerMemory:
     """What the detector remembers of one trigger of an account. Stored as the list
-    [level, published_at, logged, published_for] (the last one since version 4)."""
+    [level, published_at, logged, published_for, decided_day] (the last two since version
+    4, each left out when it and those after it are None)."""
 
     level: float | None = None  # the level last published
     published_at: float | None = None  # account clock when it was published
@@ -73,11 +74,15 @@ class TriggerMemory:
     logged: list[str] = field(default_factory=list)
     # what it was published for, for a trigger published once per something (a renewal date)
     published_for: Any = None
+    # the day of the account clock when it last fired and was published or not (gated,
+    # cooling down, colliding): the scorecard's active triggers
+    decided_day: int | None = None
 
     def stored(self) -> list[Any]:
-        if self.published_for is None:
-            return [self.level, self.published_at, self.logged]
-        return [self.level, self.published_at, self.logged, self.published_for]
+        stored = [self.level, self.published_at, self.logged, self.published_for, self.decided_day]
+        while len(stored) > 3 and stored[-1] is None:
+            stored.pop()
+        return stored
 
 
 @dataclass(slots=True)

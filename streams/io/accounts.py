@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import faust
@@ -73,8 +73,16 @@ class AccountStore:
     encoded and sent to the changelog once per commit, not once per message.
     """
 
-    def __init__(self, app: faust.App, settings: Settings, delivery: Delivery) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        delivery: Delivery,
+        after_save: Callable[[list[AccountState]], Awaitable[None]] | None = None,
+    ) -> None:
         self.partitions = settings.topic_partitions
+        # given the states of the accounts each save wrote, once they are on the changelog
+        self.after_save = after_save
         self.inputs = {settings.topic_events, settings.repartition_topic}
         self.delivery = delivery
         # account key -> (the value last written to the table, that value decoded). An
@@ -138,6 +146,7 @@ class AccountStore:
             self.saving, self.unsaved = self.unsaved, {}
             changelog = self.table.changelog_topic
             records: list[Record] = []
+            saved: list[AccountState] = []
             # the agent goes on between slices
             async for account_key, account in in_slices(list(self.saving.items()), SAVE_SLICE):
                 if account_key not in self.saving:
@@ -145,6 +154,7 @@ class AccountStore:
                 encoded = encode(
                     account, account_key, self.message_max_bytes, self.account_max_bytes
                 )
+                saved.append(account.state)  # (its scorecard row, whether or not it fits)
                 if encoded.dropped_before is not None or not encoded.fits:
                     self._over_limit(account, account_key, encoded)
                 if not encoded.fits:
@@ -161,6 +171,8 @@ class AccountStore:
                 self.cached[account_key] = (encoded.head, account)
                 self.cached.move_to_end(account_key)
             await self.delivery.deliver(records, self._send_changelog)
+            if self.after_save is not None:
+                await self.after_save(saved)
             self.saving = {}
             while len(self.cached) > STATE_CACHE_ACCOUNTS:
                 self.cached.popitem(last=False)

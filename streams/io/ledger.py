@@ -78,6 +78,10 @@ class Ledger:
             metrics.REDIS_UP.set(1)
             return result
 
+    async def retrying(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """operation() on this Redis, retried the same way: for the other views kept there."""
+        return await self._retrying(operation)
+
     async def ping(self) -> bool:
         """True when Redis answers now (no retry): for readiness checks and the up gauge."""
         try:

@@ -324,13 +324,15 @@ def test_trigger_memory_and_the_primary_are_stored_as_compact_lists() -> None:
 
     stored = orjson.loads(state.to_bytes())
 
+    # both last decided on day 6: invite_surge cooling down, company_growth colliding
+    day_6 = day_of(BASE.timestamp()) + 6
     assert state.triggers == {
-        "invite_surge": TriggerMemory(1.0, published_at, ["1|cooldown"]),
-        "company_growth": TriggerMemory(None, None, ["1|collision"]),
+        "invite_surge": TriggerMemory(1.0, published_at, ["1|cooldown"], decided_day=day_6),
+        "company_growth": TriggerMemory(None, None, ["1|collision"], decided_day=day_6),
     }
     assert stored[20] == {
-        "invite_surge": [1.0, published_at, ["1|cooldown"]],
-        "company_growth": [None, None, ["1|collision"]],
+        "invite_surge": [1.0, published_at, ["1|cooldown"], None, day_6],
+        "company_growth": [None, None, ["1|collision"], None, day_6],
     }
     assert state.primary is not None and state.primary.at == published_at
     # the signal, when it was published, when it was detected, and stalled_pql undecided
