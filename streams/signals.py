@@ -181,3 +181,4 @@ class ScorecardRow(BaseModel):
 
 
 rejection_record = _record(DlqRecord)
+outcome_record = _record(Outcome)
