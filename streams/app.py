@@ -19,6 +19,7 @@ from streams.io.delivery import Delivery, raw_topic
 from streams.io.ledger import Ledger
 from streams.io.publisher import KafkaPublisher
 from streams.io.scorecard import ScorecardView
+from streams.io.sla import CHECK_SECONDS, ResponseSla
 from streams.io.topics import reachable
 from streams.rules import Rules
 from streams.settings import Settings
@@ -65,13 +66,16 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
         await readiness.write(states, rules)
 
     accounts = AccountStore(app, settings, delivery, after_save=write_scorecard)
+    sla = ResponseSla(rules, ledger)
     publisher = KafkaPublisher(
         raw_topic(app, settings.topic_signals),
         raw_topic(app, settings.topic_decisions),
+        raw_topic(app, settings.topic_outcomes),
         ledger,
         delivery,
+        sla,
     )
-    agent = Agent(app, settings, Detector(rules), accounts, publisher, ledger, delivery)
+    agent = Agent(app, settings, Detector(rules), accounts, publisher, ledger, delivery, sla)
     register(app, agent, accounts)
     input_topics = {settings.topic_events, settings.repartition_topic}
 
@@ -155,6 +159,10 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
                 if committed is not None and highwater is not None:
                     metrics.COMMITTED.labels(*labels).set(committed)
                     metrics.UNCOMMITTED.labels(*labels).set(max(0, highwater - committed))
+
+    @app.timer(interval=CHECK_SECONDS)
+    async def check_response_sla() -> None:
+        await sla.check()
 
     triggers = sorted({t for segment in rules.by_segment.values() for t in segment.enabled})
 

@@ -34,6 +34,7 @@ TOPICS = {
     "TOPIC_SIGNALS": "demo-expansion-signals",
     "TOPIC_DECISIONS": "demo-expansion-decisions",
     "TOPIC_DLQ": "demo-product-events-dlq",
+    "TOPIC_OUTCOMES": "demo-expansion-outcomes",
 }
 REDIS_PREFIX = "expsig-demo:"
 

@@ -100,6 +100,8 @@ class SegmentRules(Strict):
     dedup_window_hours: Annotated[float, Field(ge=0, le=24 * 30)] = 24
     cooldown_days: Annotated[float, Field(ge=0, le=365)] = 14
     collision_window_days: Annotated[float, Field(ge=0, le=365)] = 7
+    # wall-clock hours a csm or sales signal may go unanswered before it breaches the SLA
+    sla_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 48
     triggers: _Parts = _Parts()
     priority: list[str] = []
     gates: _Parts = _Parts()

@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     """Everything the worker reads from its environment.
 
     Environment variables: KAFKA_BOOTSTRAP, REDIS_URL, RULES_FILE, APP_ID,
-    TOPIC_EVENTS, TOPIC_SIGNALS, TOPIC_DLQ, TOPIC_DECISIONS, TOPIC_REPARTITION,
+    TOPIC_EVENTS, TOPIC_SIGNALS, TOPIC_DLQ, TOPIC_DECISIONS, TOPIC_OUTCOMES, TOPIC_REPARTITION,
     TOPIC_PARTITIONS, WEB_PORT, REDIS_PREFIX, EMBEDDED_BROKER, DATA_DIR,
     BROKER_REBALANCE_TIMEOUT, BROKER_SESSION_TIMEOUT, BROKER_WAIT_SECONDS, LOG_LEVEL,
     LOG_FORMAT, SCORECARD_TOKEN; security: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     topic_signals: str = "expansion-signals"
     topic_dlq: str = "product-events-dlq"
     topic_decisions: str = "expansion-decisions"
+    topic_outcomes: str = "expansion-outcomes"
     topic_repartition: str = Field(
         default="", description="internal topic for events that arrived on the wrong partition"
     )

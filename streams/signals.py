@@ -175,3 +175,4 @@ class ScorecardRow(BaseModel):
 
 rejection_record = _record(DlqRecord)
 scorecard_record = _record(ScorecardRow)
+outcome_record = _record(Outcome)

@@ -112,6 +112,7 @@ def _topics_problem(settings: Settings) -> str | None:
         settings.repartition_topic,
         settings.topic_signals,
         settings.topic_decisions,
+        settings.topic_outcomes,
         settings.topic_dlq,
     ]
     bootstrap, partitions = settings.kafka_bootstrap, settings.topic_partitions

@@ -50,6 +50,7 @@ def app_env(app_id: str) -> dict[str, str]:
         "TOPIC_SIGNALS": f"{app_id}-signals",
         "TOPIC_DLQ": f"{app_id}-dlq",
         "TOPIC_DECISIONS": f"{app_id}-decisions",
+        "TOPIC_OUTCOMES": f"{app_id}-outcomes",
         "REDIS_PREFIX": f"{app_id}:",
     }
 

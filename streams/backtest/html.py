@@ -60,10 +60,43 @@ COLUMNS: list[tuple[str, str, Any]] = [
 ]
 
 
-def _table(results: dict[str, Any], rows: str, hint: bool) -> str:
+ANSWER_COLUMNS: list[tuple[str, str, Any]] = [
+    ("fired", "published signals", lambda f: _num(f["fires"])),
+    *(
+        (
+            stage,
+            f"signals answered {stage}",
+            lambda f, stage=stage: _num(f["answers"]["stages"][stage]),
+        )
+        for stage in ("opportunity", "won", "lost", "rejected")
+    ),
+    ("self-serve", "wins by a self-serve conversion", lambda f: _num(f["answers"]["self_serve"])),
+    (
+        "trigger to opportunity",
+        "opportunity / fired",
+        lambda f: _pct(f["answers"]["opportunity_rate"]),
+    ),
+    ("opportunity to close", "won / (won + lost)", lambda f: _pct(f["answers"]["close_rate"])),
+    (
+        "false positive rate",
+        "rejected / (won + lost + rejected)",
+        lambda f: _pct(f["answers"]["false_positive_rate"]),
+    ),
+    (
+        "cycle time",
+        "median days from signal to won",
+        lambda f: _days(f["answers"]["median_cycle_days"]),
+    ),
+    ("won MRR", "expansion MRR the wins added", lambda f: f"${f['answers']['won_mrr']:,.0f}"),
+]
+
+
+def _table(
+    results: dict[str, Any], rows: str, hint: bool, columns: list[tuple[str, str, Any]] = COLUMNS
+) -> str:
     runs = results["runs"]
     names = [*runs[0][rows], "any"]
-    span = len(COLUMNS) + (1 if hint else 0)
+    span = len(columns) + (1 if hint else 0)
     head = ["<table><thead>"]
     if len(runs) > 1:
         head.append('<tr><th class="name"></th>')
@@ -76,7 +109,7 @@ def _table(results: dict[str, Any], rows: str, hint: bool) -> str:
         head.append("</tr>")
     head.append(f'<tr><th class="name">{"trigger" if rows == "triggers" else "route"}</th>')
     for _ in runs:
-        head += [f'<th title="{escape(tip)}">{escape(name)}</th>' for name, tip, _ in COLUMNS]
+        head += [f'<th title="{escape(tip)}">{escape(name)}</th>' for name, tip, _ in columns]
         if hint:
             head.append('<th class="name">hint</th>')
     head.append("</tr></thead><tbody>")
@@ -87,7 +120,7 @@ def _table(results: dict[str, Any], rows: str, hint: bool) -> str:
         ]
         for run in runs:
             figures = run["any"] if name == "any" else run[rows][name]
-            cells += [f"<td>{cell(figures)}</td>" for _, _, cell in COLUMNS]
+            cells += [f"<td>{cell(figures)}</td>" for _, _, cell in columns]
             if hint:
                 if name == "any":
                     cells.append("<td></td>")
@@ -355,6 +388,10 @@ accounts per quarter.</p>
 {_legend(runs) if len(runs) > 1 else ""}
 <h2>Per trigger</h2>
 {_table(results, "triggers", hint=True)}
+<h2>Outcomes per trigger</h2>
+<p class="muted">What the events' own <code>expansion_outcome</code> events and self-serve
+conversions said of the published signals (contract section 10).</p>
+{_table(results, "triggers", hint=False, columns=ANSWER_COLUMNS)}
 <h2>Per route</h2>
 {_table(results, "routes", hint=False)}
 <h2>Fire rate per week</h2>

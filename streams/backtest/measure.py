@@ -16,6 +16,7 @@ from streams.rules import TRIGGERS
 
 WINDOW_DAYS = 90
 ROUTES = ("in_app", "csm", "sales")
+STAGES = ("opportunity", "won", "lost", "rejected")
 # The issue's bar for automating a trigger.
 COVERAGE_MIN = 0.40
 FPR_MAX = 0.50
@@ -178,6 +179,30 @@ def _figures(
     }
 
 
+def answered(fires: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the outcomes in the events said of one group's signals (contract section 10).
+
+    Each signal is answered at most once per stage, so records count signals:
+    trigger-to-opportunity = opportunity / published signals; opportunity-to-close = won /
+    (won + lost); false positive rate = rejected / (won + lost + rejected); cycle time =
+    the median days from a signal to its win.
+    """
+    stages = Counter(record["stage"] for record in records)
+    won, lost, rejected = stages["won"], stages["lost"], stages["rejected"]
+    cycle = [record["days_to_outcome"] for record in records if record["stage"] == "won"]
+    return {
+        "stages": {stage: stages[stage] for stage in STAGES},
+        "self_serve": sum(1 for record in records if record["via"] == "self_serve"),
+        "opportunity_rate": _share(stages["opportunity"], fires),
+        "close_rate": _share(won, won + lost),
+        "false_positive_rate": _share(rejected, won + lost + rejected),
+        "median_cycle_days": round(statistics.median(cycle), 1) if cycle else None,
+        "won_mrr": round(
+            sum(record["expansion_mrr"] or 0.0 for record in records if record["stage"] == "won"), 2
+        ),
+    }
+
+
 def hints(figures: dict[str, Any]) -> list[str]:
     """Where a trigger misses the bar for automating it; empty when it meets every part."""
     out = []
@@ -219,7 +244,9 @@ def measure(
     - false positive rate: signals with no expansion on the account on their date or in the W days
       after / signals whose W days lie inside the data. Signals less than W days before the last
       event are "open": their outcome is not known yet, and they are left out of the rate;
-    - lead time: days from the first signal in the W days before a covered expansion to it.
+    - lead time: days from the first signal in the W days before a covered expansion to it;
+    - answers: what the events' own expansion_outcome events and self-serve conversions said
+      of the signals (`answered`), beside the figures measured against the expansions file.
     """
     frame = _frame(replay, expansions or [], window)
     span = replay.span
@@ -232,6 +259,10 @@ def measure(
             fired = (signal["account_id"], _signal_day(signal))
             by_trigger[signal["trigger"]].append(fired)
             by_route[signal["route"]].append(fired)
+        answers_by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for record in run.outcomes:
+            answers_by["triggers", record["trigger"]].append(record)
+            answers_by["routes", record["route"]].append(record)
         decisions_by_trigger: dict[str, list[DecisionRecord]] = defaultdict(list)
         decisions_by_route: dict[str, list[DecisionRecord]] = defaultdict(list)
         for decision in run.decisions:
@@ -241,10 +272,13 @@ def measure(
         for trigger in TRIGGERS:
             figures = _figures(frame, by_trigger[trigger], decisions_by_trigger[trigger])
             figures["hints"] = hints(figures)
+            figures["answers"] = answered(figures["fires"], answers_by["triggers", trigger])
             triggers[trigger] = figures
-        routes = {
-            route: _figures(frame, by_route[route], decisions_by_route[route]) for route in ROUTES
-        }
+        routes = {}
+        for route in ROUTES:
+            figures = _figures(frame, by_route[route], decisions_by_route[route])
+            figures["answers"] = answered(figures["fires"], answers_by["routes", route])
+            routes[route] = figures
         every = [(s["account_id"], _signal_day(s)) for s in run.signals]
         runs.append(
             {
@@ -255,7 +289,10 @@ def measure(
                 "duplicate_events": sum(run.duplicates.values()),
                 "late_events": sum(run.late.values()),
                 "deduplicated_signals": sum(run.deduplicated.values()),
-                "any": _figures(frame, every, run.decisions),
+                "any": {
+                    **_figures(frame, every, run.decisions),
+                    "answers": answered(len(every), run.outcomes),
+                },
                 "triggers": triggers,
                 "routes": routes,
             }

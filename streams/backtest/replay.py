@@ -69,6 +69,8 @@ class Run:
     published: Collected = field(default_factory=Collected)
     signals: list[dict[str, Any]] = field(default_factory=list)  # published, in order
     decisions: list[DecisionRecord] = field(default_factory=list)
+    # what the events' own expansion_outcome events and self-serve conversions answered
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
     duplicates: Counter[str] = field(default_factory=Counter)  # by account
     late: Counter[str] = field(default_factory=Counter)
 
@@ -100,6 +102,7 @@ class Run:
     def finish(self) -> None:
         """Keep what the measures read of the published outputs."""
         self.signals = self.published.signals
+        self.outcomes = self.published.outcomes
         self.decisions = [
             DecisionRecord(
                 decision["decision_id"],

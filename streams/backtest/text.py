@@ -32,6 +32,23 @@ DECISION_COLUMNS: list[Column] = [
     ("coll", 6, lambda f: f"{f['decisions']['collision']:,}"),
 ]
 HINT_COLUMN: Column = ("hint", 4, lambda f: " ".join(f["hints"]) or "meets")
+ANSWER_COLUMNS: list[Column] = [
+    ("fired", 6, lambda f: f"{f['fires']:,}"),
+    *(
+        (heading, 5, lambda f, stage=stage: f"{f['answers']['stages'][stage]:,}")
+        for heading, stage in (
+            ("opp", "opportunity"),
+            ("won", "won"),
+            ("lost", "lost"),
+            ("rej", "rejected"),
+        )
+    ),
+    ("->opp", 7, lambda f: _percent(f["answers"]["opportunity_rate"])),
+    ("close", 7, lambda f: _percent(f["answers"]["close_rate"])),
+    ("FPR", 7, lambda f: _percent(f["answers"]["false_positive_rate"])),
+    ("cycle", 6, lambda f: _days(f["answers"]["median_cycle_days"])),
+    ("won MRR", 8, lambda f: f"${f['answers']['won_mrr']:,.0f}"),
+]
 
 
 def _table(results: dict[str, Any], rows: str, columns: list[Column], first: str) -> list[str]:
@@ -122,6 +139,11 @@ def render_text(results: dict[str, Any]) -> str:
     if not single:
         out += ["", "== fired but not published, per trigger"]
         out += _table(results, "triggers", DECISION_COLUMNS, "trigger")
+    out += [
+        "",
+        "== outcomes per trigger (the events' expansion_outcome and self-serve conversions)",
+    ]
+    out += _table(results, "triggers", ANSWER_COLUMNS, "trigger")
     out += ["", "== per route"]
     out += _table(results, "routes", route_columns, "route")
     if not single:
@@ -137,6 +159,9 @@ def render_text(results: dict[str, Any]) -> str:
         f"than {window} days before the data ends, not in FPR",
         "lead    median days from the first such signal to the expansion",
         "gated, cool, coll   fired but not published: a gate, the cooldown, a collision",
+        "opp..rej  signals answered with each stage (outcomes); ->opp opp / fired; close won / "
+        "(won + lost);",
+        "          FPR (outcomes) rej / (won + lost + rej); cycle median days from signal to won",
         f"hint    the bar for automating a trigger: cover >= {COVERAGE_MIN:.0%}, "
         f"FPR < {FPR_MAX:.0%}, fire/q {low:.0%}-{high:.0%}",
     ]

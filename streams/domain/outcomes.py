@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from streams.clock import DAY, format_time
 from streams.domain.state import PUBLISHED_KEPT, AccountState, Published
 from streams.events import AccountProperties, ExpansionOutcome
+from streams.signals import outcome_record
 
 # Stages after which a self-serve conversion no longer answers a signal.
 CLOSED = frozenset(("won", "lost", "rejected"))
@@ -22,6 +25,34 @@ class Answer:
     expansion_mrr: float | None
     reason: str | None
     source_event_id: str
+
+    @property
+    def key(self) -> str:
+        """What the ledger knows this answer by: a signal is answered once per stage."""
+        return f"{self.signal.signal_id}:{self.stage}"
+
+    @property
+    def days_to_outcome(self) -> float:
+        return round((self.outcome_at - self.signal.detected) / DAY, 6)
+
+    def record(self, account_id: str) -> dict[str, Any]:
+        """The record on expansion-outcomes: the same answer always yields the same one."""
+        signal = self.signal
+        return outcome_record(
+            signal_id=signal.signal_id,
+            account_id=account_id,
+            trigger=signal.trigger,
+            route=signal.route,
+            segment=signal.segment,
+            stage=self.stage,
+            via=self.via,
+            detected_at=format_time(signal.detected),
+            outcome_at=format_time(self.outcome_at),
+            days_to_outcome=self.days_to_outcome,
+            expansion_mrr=self.expansion_mrr,
+            reason=self.reason,
+            source_event_id=self.source_event_id,
+        )
 
 
 def remember(state: AccountState, published: Published) -> None:

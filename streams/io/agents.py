@@ -19,6 +19,7 @@ from streams.io.delivery import Delivery, raw_topic
 from streams.io.ledger import Ledger
 from streams.io.reconcile import reconcile
 from streams.io.records import Position
+from streams.io.sla import ResponseSla
 from streams.io.topics import partition_for
 from streams.publish import Publisher
 from streams.settings import Settings
@@ -83,8 +84,10 @@ class Agent:
         publisher: Publisher,
         ledger: Ledger,
         delivery: Delivery,
+        sla: ResponseSla,
     ) -> None:
         self.settings = settings
+        self.sla = sla
         self.detector = detector
         self.accounts = accounts
         self.publisher = publisher
@@ -101,13 +104,20 @@ class Agent:
     async def on_message(self, message: Any, key: bytes | None, value: bytes | None) -> None:
         """Decode one message and process each account's events where its state lives."""
         if self.needs_reconcile:
-            await reconcile(
-                self.ledger,
-                self.settings.kafka_bootstrap or "",
-                self.settings.topic_signals,
-                tansu=self.settings.embedded_broker,
-                **kafka_security.aiokafka_kwargs(self.settings),
-            )
+            settings = self.settings
+            for topic, outcomes in (
+                (settings.topic_signals, False),
+                (settings.topic_outcomes, True),
+            ):
+                await reconcile(
+                    self.ledger,
+                    settings.kafka_bootstrap or "",
+                    topic,
+                    tansu=settings.embedded_broker,
+                    outcomes=outcomes,
+                    sla=self.sla,
+                    **kafka_security.aiokafka_kwargs(settings),
+                )
             self.needs_reconcile = False
         decoded = decode(value)
         if decoded.rejections:

@@ -26,6 +26,13 @@ _ADVANCE = """
 local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
 if tonumber(ARGV[2]) > current then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 """
+# The response SLA's pending signals (streams.io.sla): a sorted set of members by deadline.
+SLA_PENDING = "sla_pending"
+_TAKE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+return due
+"""
 
 
 def redacted(url: str) -> str:
@@ -39,11 +46,14 @@ def redacted(url: str) -> str:
 class Ledger:
     """What was published, and the current primary signal per account, in Redis.
 
-    Keys (under the prefix): `ledger:<signal_id>` marks a published signal;
+    Keys (under the prefix): `ledger:<signal_id>` marks a published signal,
+    `outcome:<signal_id>:<stage>` a written outcome record;
     `primary:<account_id>` holds the account's primary signal as JSON, with its
     co-signals; the sorted set `accounts_by_score` ranks accounts by that score; the hash
-    `signals_checkpoint` holds, per signals-topic partition, the offset of the last signal
-    marked. Every operation retries while Redis is unreachable: processing waits, nothing is lost.
+    `signals_checkpoint` (`outcomes_checkpoint`) holds, per partition of the signals
+    (outcomes) topic, the offset of the last record marked; the sorted set `sla_pending`
+    holds the csm and sales signals not answered yet, by their SLA deadline. Every
+    operation retries while Redis is unreachable: processing waits, nothing is lost.
     """
 
     def __init__(self, url: str, prefix: str, retry_max_seconds: float = 5.0) -> None:
@@ -95,28 +105,70 @@ class Ledger:
         key = f"{self.prefix}ledger:{signal_id}"
         return bool(await self._retrying(lambda: self.redis.exists(key)))
 
+    async def answered(self, answer_key: str) -> bool:
+        """Whether the outcome record of (signal_id, stage) `answer_key` was written."""
+        key = f"{self.prefix}outcome:{answer_key}"
+        return bool(await self._retrying(lambda: self.redis.exists(key)))
+
     async def mark_published(
-        self, signal_id: str, partition: int | None = None, offset: int | None = None
+        self,
+        signal_id: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        pending: tuple[str, float] | None = None,
     ) -> None:
         """Record a signal as published; with its place on the signals topic, move that
-        partition's checkpoint: everything up to it is in the ledger."""
-        key = f"{self.prefix}ledger:{signal_id}"
+        partition's checkpoint: everything up to it is in the ledger. `pending` (member,
+        deadline) enters the signal in the response SLA's pending set (streams.io.sla)."""
+        await self._mark(f"ledger:{signal_id}", "signals", partition, offset, pending, None)
 
+    async def mark_answered(
+        self,
+        answer_key: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        answered: str | None = None,
+    ) -> None:
+        """Record the outcome record of `answer_key` as written, as mark_published does a
+        signal; `answered` is the SLA member the answer takes out of the pending set."""
+        await self._mark(f"outcome:{answer_key}", "outcomes", partition, offset, None, answered)
+
+    async def _mark(
+        self,
+        key: str,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        pending: tuple[str, float] | None,
+        answered: str | None,
+    ) -> None:
         async def write() -> None:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.set(key, 1, ex=LEDGER_TTL_SECONDS)
+            pipe.set(f"{self.prefix}{key}", 1, ex=LEDGER_TTL_SECONDS)
             if partition is not None and offset is not None:
-                pipe.eval(_ADVANCE, 1, f"{self.prefix}signals_checkpoint", partition, offset)
+                pipe.eval(_ADVANCE, 1, f"{self.prefix}{topic}_checkpoint", partition, offset)
+            if pending is not None:
+                pipe.zadd(f"{self.prefix}{SLA_PENDING}", {pending[0]: pending[1]})
+            if answered is not None:
+                pipe.zrem(f"{self.prefix}{SLA_PENDING}", answered)
             await pipe.execute()
 
         await self._retrying(write)
 
-    async def checkpoints(self) -> dict[int, int]:
-        """Per signals-topic partition, the offset up to which every signal is in the ledger."""
+    async def checkpoints(self, topic: str = "signals") -> dict[int, int]:
+        """Per partition of the signals (or "outcomes") topic, the offset up to which every
+        record is in the ledger."""
         stored = await self._retrying(
-            lambda: self.redis.hgetall(f"{self.prefix}signals_checkpoint")
+            lambda: self.redis.hgetall(f"{self.prefix}{topic}_checkpoint")
         )
         return {int(partition): int(offset) for partition, offset in stored.items()}
+
+    async def take_due(self, now: float, limit: int = 1000) -> list[str]:
+        """Take out of the SLA's pending set the members whose deadline is past: atomically,
+        so that of several workers asking at once each member goes to one."""
+        key = f"{self.prefix}{SLA_PENDING}"
+        taken = await self._retrying(lambda: self.redis.eval(_TAKE_DUE, 1, key, now, limit))
+        return [member.decode() for member in taken]
 
     async def serve(self, primary: dict[str, Any]) -> None:
         """Make `primary` the account's current signal in the serving view.

@@ -68,6 +68,32 @@ LATENCY = Histogram(
     "From the broker timestamp of the message that fired a signal to its publication",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+OUTCOMES = Counter(
+    "expansion_outcomes_total",
+    "Outcomes matched to a signal and written to expansion-outcomes, by the signal's trigger "
+    "and route and the outcome's stage",
+    ["trigger", "route", "stage"],
+)
+DAYS_TO_OUTCOME = Histogram(
+    "expansion_outcome_days",
+    "Days from a signal's detected_at to the outcome that answered it (event time)",
+    ["trigger", "stage"],
+    buckets=(1, 3, 7, 14, 21, 30, 45, 60, 90, 120, 180, 365),
+)
+WON_MRR = Counter(
+    "expansion_won_mrr_total",
+    "Expansion MRR (USD) that won outcomes added, by the signal's trigger and segment",
+    ["trigger", "segment"],
+)
+OUTCOMES_UNMATCHED = Counter(
+    "expansion_outcomes_unmatched_total",
+    "expansion_outcome events that matched no signal the account published (ignored)",
+)
+SLA_BREACHES = Counter(
+    "expansion_sla_breaches_total",
+    "csm and sales signals with no outcome sla_hours (wall clock) after they were emitted",
+    ["route", "trigger"],
+)
 REDIS_ERRORS = Counter(
     "expansion_redis_errors_total", "Redis operations that failed and were retried"
 )

@@ -10,34 +10,43 @@ from typing import Any
 import faust
 import orjson
 
-from streams.clock import wall_clock
+from streams.clock import format_time
 from streams.domain.decide import Outcome
+from streams.domain.outcomes import Answer
 from streams.io import metrics
 from streams.io.delivery import Delivery, Record
 from streams.io.ledger import Ledger
+from streams.io.outcomes import count_answer
+from streams.io.sla import ResponseSla
 
 log = logging.getLogger(__name__)
 
 
 class KafkaPublisher:
-    """Publishes to the signals and decisions topics, through the Redis ledger.
+    """Publishes to the signals, decisions and outcomes topics, through the Redis ledger.
 
-    A signal is marked in the ledger only once the broker has acked it, and the serving
-    view is written last: a crash in between leaves a signal on the topic that the next
-    owner's reconcile marks (streams.io.reconcile), never a ledger entry without a signal.
+    A signal (an outcome record) is marked in the ledger only once the broker has acked
+    it, and the serving view is written last: a crash in between leaves a record on the
+    topic that the next owner's reconcile marks (streams.io.reconcile), never a ledger
+    entry without a record. The marks also enter csm and sales signals in the response
+    SLA's pending set and take answered ones out (streams.io.sla).
     """
 
     def __init__(
         self,
         signals: faust.TopicT,
         decisions: faust.TopicT,
+        outcomes: faust.TopicT,
         ledger: Ledger,
         delivery: Delivery,
+        sla: ResponseSla,
     ) -> None:
         self.signals = signals
         self.decisions = decisions
+        self.outcomes = outcomes
         self.ledger = ledger
         self.delivery = delivery
+        self.sla = sla
 
     async def publish(
         self, account_id: str, outcomes: Sequence[Outcome], sent_at: float | None = None
@@ -45,7 +54,9 @@ class KafkaPublisher:
         key = account_id.encode()
         records: list[Record] = []
         signals: list[tuple[dict[str, Any], int]] = []  # and its index in records
+        answers: list[tuple[Answer, int]] = []
         serving = None
+        emitted = time.time()
         for outcome in outcomes:
             for decision in outcome.decisions:
                 metrics.DECISIONS.labels(decision["reason"]).inc()
@@ -54,15 +65,24 @@ class KafkaPublisher:
                 if await self.ledger.published(signal["signal_id"]):
                     metrics.SIGNALS_DEDUPLICATED.inc()
                     continue
-                signal = {**signal, "emitted_at": wall_clock()}
+                signal = {**signal, "emitted_at": format_time(emitted)}
                 signals.append((signal, len(records)))
                 records.append((self.signals, key, orjson.dumps(signal), None))
+            for answer in outcome.answers:
+                if await self.ledger.answered(answer.key):
+                    continue
+                answers.append((answer, len(records)))
+                record = orjson.dumps(answer.record(account_id))
+                records.append((self.outcomes, key, record, None))
+            if outcome.unmatched:
+                metrics.OUTCOMES_UNMATCHED.inc()
             serving = outcome.serving or serving
         placed = await self.delivery.deliver(records) if records else []
         for signal, index in signals:
             sent = placed[index]
             partition, offset = getattr(sent, "partition", None), getattr(sent, "offset", None)
-            await self.ledger.mark_published(signal["signal_id"], partition, offset)
+            pending = self.sla.pending(signal, emitted)
+            await self.ledger.mark_published(signal["signal_id"], partition, offset, pending)
             metrics.SIGNALS.labels(signal["trigger"], signal["route"]).inc()
             if sent_at is not None:
                 metrics.LATENCY.observe(max(0.0, time.time() - sent_at))
@@ -75,6 +95,13 @@ class KafkaPublisher:
                 signal["route"],
                 signal["score"],
             )
+        for answer, index in answers:
+            sent = placed[index]
+            partition, offset = getattr(sent, "partition", None), getattr(sent, "offset", None)
+            await self.ledger.mark_answered(
+                answer.key, partition, offset, self.sla.answered(answer)
+            )
+            count_answer(answer, account_id)
         if serving is not None:
             sent_now = {signal["signal_id"]: signal for signal, _ in signals}
             await self.ledger.serve(sent_now.get(serving["signal_id"], serving))

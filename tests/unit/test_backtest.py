@@ -130,6 +130,55 @@ def test_a_signal_already_published_is_held_back_as_the_ledger_does(tmp_path: Pa
     assert sum(run.duplicates.values()) == 1
 
 
+def crm_history(tmp_path: Path) -> Path:
+    """Three accounts signalled by a champion each, and what the CRM said became of them."""
+
+    def outcome(day: float, stage: str, **more: Any) -> dict[str, Any]:
+        return {"type": "expansion_outcome", "day": day, "properties": {"stage": stage, **more}}
+
+    lines = []
+    for account_id, answers in (
+        ("acme", [outcome(3, "opportunity"), outcome(11, "won", expansion_mrr=400)]),
+        ("beta", [outcome(2, "rejected", reason="no budget")]),
+        ("gamma", [outcome(5, "opportunity"), outcome(9, "lost")]),
+    ):
+        history = [account(0, mrr=5000), champion(1), *answers]
+        lines += [line(e, f"{account_id}{n}", account_id) for n, e in enumerate(history)]
+    return write(tmp_path / "events.jsonl", *lines)
+
+
+def test_the_events_own_outcomes_measure_each_trigger(tmp_path: Path) -> None:
+    results = measure(replay(crm_history(tmp_path), [("shipped", SHIPPED_RULES)]), None)
+
+    figures = results["runs"][0]["triggers"]["relationship_change"]
+    assert figures["fires"] == 3
+    assert figures["answers"] == {
+        "stages": {"opportunity": 2, "won": 1, "lost": 1, "rejected": 1},
+        "self_serve": 0,
+        "opportunity_rate": 2 / 3,
+        "close_rate": 0.5,
+        "false_positive_rate": 1 / 3,
+        "median_cycle_days": 10.0,
+        "won_mrr": 400.0,
+    }
+    assert results["runs"][0]["routes"]["csm"]["answers"]["stages"]["won"] == 1
+    assert results["runs"][0]["triggers"]["seat_saturation"]["answers"]["close_rate"] is None
+
+
+def test_the_reports_show_the_outcome_figures_beside_todays(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, report = crm_history(tmp_path), tmp_path / "report.html"
+    assert cli.main([str(events), "--html", str(report)]) == 0
+    out = capsys.readouterr().out
+    table = out.split("== outcomes per trigger")[1].split("\n\n")[0]
+    row = next(r.split() for r in table.splitlines() if r.startswith("relationship_change"))
+    assert row[1:] == ["3", "2", "1", "1", "1", "66.7%", "50.0%", "33.3%", "10d", "$400"]
+    html = report.read_text()
+    assert "<h2>Outcomes per trigger</h2>" in html
+    assert "<td>66.7%</td><td>50.0%</td><td>33.3%</td><td>10&nbsp;d</td><td>$400</td>" in html
+
+
 def test_each_rules_file_gets_its_own_run_and_a_higher_threshold_fires_less(
     tmp_path: Path,
 ) -> None:
@@ -352,9 +401,14 @@ def test_cli_prints_a_table_per_trigger_and_per_route(
     rows = {row.split()[0]: row.split() for row in out.splitlines() if row.strip()}
     for trigger in TRIGGERS:
         assert trigger in rows
-    assert rows["trigger"][1:] == [
+    headings = [row.split() for row in out.splitlines() if row.startswith("trigger ")]
+    assert headings[0][1:] == [
         "fired", "fire/q", "cover", "FPR", "open", "lead", "gated", "cool", "coll", "hint",
     ]  # fmt: skip
+    assert headings[1][1:] == [
+        "fired", "opp", "won", "lost", "rej", "->opp", "close", "FPR", "cycle", "won", "MRR",
+    ]  # fmt: skip
+    assert "== outcomes per trigger" in out
     assert int(rows["any"][1].replace(",", "")) > 0
     assert "backtest: 100%" in err and "events/s" in err
 

@@ -37,6 +37,7 @@ PROMETHEUS_DIR = ROOT / "config" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
 ALERTS = PROMETHEUS_DIR / "alerts.yml"
 ALERT_TESTS = PROMETHEUS_DIR / "alerts.test.yml"
+ALERT_TESTS_DAYS = PROMETHEUS_DIR / "alerts.days.test.yml"  # evaluated every 10 minutes
 GRAFANA_DIR = ROOT / "config" / "grafana"
 DATASOURCES = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = GRAFANA_DIR / "provisioning" / "dashboards" / "dashboards.yml"
@@ -502,7 +503,7 @@ def promtool() -> str:
     [
         ["check", "config", str(PROMETHEUS_CONFIG)],
         ["check", "rules", str(ALERTS)],
-        ["test", "rules", str(ALERT_TESTS)],
+        ["test", "rules", str(ALERT_TESTS), str(ALERT_TESTS_DAYS)],
     ],
     ids=["check-config", "check-rules", "test-rules"],
 )
@@ -651,6 +652,11 @@ def test_every_dashboard_query_names_only_exported_metrics() -> None:
         "expansion_broker_errors_total",
         "expansion_publish_retries_total",
         "expansion_build_info",
+        "expansion_outcomes_total",
+        "expansion_outcome_days_bucket",
+        "expansion_won_mrr_total",
+        "expansion_outcomes_unmatched_total",
+        "expansion_sla_breaches_total",
     }
     assert wanted <= used, f"no panel shows {sorted(wanted - used)}"
 

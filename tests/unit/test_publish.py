@@ -8,12 +8,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from scenario import account, decisions, events, invite, run, seat, signals
+from scenario import SHIPPED_RULES, account, decisions, events, invite, outcome, run, seat, signals
 
+from streams.clock import parse_time
 from streams.events import Event
 from streams.io.delivery import Record
 from streams.io.publisher import KafkaPublisher
+from streams.io.sla import ResponseSla
 from streams.publish import Collected, Publisher
+from streams.signals import Outcome
 
 
 def seat_history() -> list[Event]:
@@ -30,15 +33,37 @@ class MemoryLedger:
 
     def __init__(self) -> None:
         self.marked: dict[str, tuple[int | None, int | None]] = {}
+        self.answers: dict[str, tuple[int | None, int | None]] = {}
+        self.pending: dict[str, float] = {}  # the response SLA's sorted set
         self.served: dict[str, dict[str, Any]] = {}
 
     async def published(self, signal_id: str) -> bool:
         return signal_id in self.marked
 
+    async def answered(self, answer_key: str) -> bool:
+        return answer_key in self.answers
+
     async def mark_published(
-        self, signal_id: str, partition: int | None = None, offset: int | None = None
+        self,
+        signal_id: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        pending: tuple[str, float] | None = None,
     ) -> None:
         self.marked[signal_id] = (partition, offset)
+        if pending is not None:
+            self.pending[pending[0]] = pending[1]
+
+    async def mark_answered(
+        self,
+        answer_key: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        answered: str | None = None,
+    ) -> None:
+        self.answers[answer_key] = (partition, offset)
+        if answered is not None:
+            self.pending.pop(answered, None)
 
     async def serve(self, primary: dict[str, Any]) -> None:
         self.served[primary["account_id"]] = primary
@@ -95,10 +120,16 @@ def test_collected_forgets_an_account_so_that_it_can_be_published_again() -> Non
     assert collected.decisions == decisions(outcomes)
 
 
+def live_publisher(ledger: MemoryLedger, broker: AckingBroker) -> KafkaPublisher:
+    sla = ResponseSla(SHIPPED_RULES, ledger)  # type: ignore[arg-type]
+    # names stand for the topics
+    return KafkaPublisher("signals", "decisions", "outcomes", ledger, broker, sla)  # type: ignore[arg-type]
+
+
 def test_the_live_publisher_sends_what_the_in_memory_one_keeps() -> None:
     outcomes = run(seat_history())
     ledger, broker = MemoryLedger(), AckingBroker()
-    live = KafkaPublisher("signals", "decisions", ledger, broker)  # names stand for the topics
+    live = live_publisher(ledger, broker)
     collected = Collected()
 
     async def publish_twice() -> None:  # the second time as after a crash: the same again
@@ -126,3 +157,114 @@ def test_the_live_publisher_sends_what_the_in_memory_one_keeps() -> None:
     assert without_emitted_at(ledger.served["acme"]) == without_emitted_at(
         collected.serving["acme"]
     )
+
+
+# -- outcome records ---------------------------------------------------------------------------
+
+
+def answered_history() -> list[Event]:
+    """A csm signal (a champion at a $5,000 account), then what the CRM says became of it."""
+    return events(
+        account(0, mrr=5000, segment="mid_market"),
+        {"type": "external_signal", "day": 1, "properties": {"kind": "champion_promoted"}},
+        outcome(3.5, "opportunity"),
+        outcome(4, "opportunity"),  # a stage the signal already has
+        outcome(11.25, "won", expansion_mrr=400, reason="a second team"),
+        outcome(12, "lost", "not-a-signal-of-ours"),
+    )
+
+
+def test_each_answer_becomes_the_contracts_outcome_record_once() -> None:
+    outcomes = run(answered_history())
+    (signal,) = signals(outcomes)
+    collected = Collected()
+
+    async def publish_twice() -> None:  # the second time as after a crash: the same again
+        for _ in range(2):
+            await collected.publish("acme", outcomes)
+
+    asyncio.run(publish_twice())
+
+    common = {
+        "signal_id": signal["signal_id"],
+        "account_id": "acme",
+        "trigger": "relationship_change",
+        "route": "csm",
+        "segment": "mid_market",
+        "via": "reported",
+        "detected_at": "2024-05-02T00:00:00.000Z",
+    }
+    assert collected.outcomes == [
+        {
+            **common,
+            "stage": "opportunity",
+            "outcome_at": "2024-05-04T12:00:00.000Z",
+            "days_to_outcome": 2.5,
+            "expansion_mrr": None,
+            "reason": None,
+            "source_event_id": "e3",
+        },
+        {
+            **common,
+            "stage": "won",
+            "outcome_at": "2024-05-12T06:00:00.000Z",
+            "days_to_outcome": 10.25,
+            "expansion_mrr": 400,
+            "reason": "a second team",
+            "source_event_id": "e5",
+        },
+    ]
+    assert [list(r) for r in collected.outcomes] == [list(Outcome.model_fields)] * 2
+    for record in collected.outcomes:
+        Outcome.model_validate(record)
+    assert collected.unmatched == {"acme": 2}  # once per publication of the same input
+
+
+def test_a_self_serve_conversion_is_written_as_won_via_self_serve() -> None:
+    outcomes = run(
+        events(
+            account(0, seat_limit=10),
+            {"type": "external_signal", "day": 1, "properties": {"kind": "funding_round"}},
+            account(1.5, seat_limit=15, mrr=1300),
+        )
+    )
+    collected = Collected()
+    asyncio.run(collected.publish("acme", outcomes))
+
+    ((stage, via, mrr, days),) = [
+        (r["stage"], r["via"], r["expansion_mrr"], r["days_to_outcome"]) for r in collected.outcomes
+    ]
+    assert (stage, via, mrr, days) == ("won", "self_serve", 300, 0.5)
+
+
+def test_the_live_publisher_writes_outcome_records_once_and_answers_the_sla() -> None:
+    outcomes = run(answered_history())
+    (signal,) = signals(outcomes)
+    ledger, broker = MemoryLedger(), AckingBroker()
+    live = live_publisher(ledger, broker)
+    collected = Collected()
+
+    async def publish(upto: int) -> None:
+        for publisher in (live, collected):
+            await publisher.publish("acme", outcomes[:upto])
+
+    asyncio.run(publish(2))  # the signal alone: a person is to answer it within 48 h
+    ((waiting, deadline),) = ledger.pending.items()
+    assert waiting == f"{signal['signal_id']} csm relationship_change"
+    (emitted_at,) = [value["emitted_at"] for to, _, value in broker.sent if to == "signals"]
+    assert 0 <= deadline - 48 * 3600 - parse_time(emitted_at) < 0.001  # written to the ms
+    asyncio.run(publish(len(outcomes)))  # everything again, as after a crash, and the answers
+
+    sent = [value for to, _, value in broker.sent if to == "outcomes"]
+    assert sent == collected.outcomes and len(sent) == 2
+    assert set(ledger.answers) == {f"{signal['signal_id']}:{s}" for s in ("opportunity", "won")}
+    assert ledger.pending == {}
+
+
+def test_an_in_app_signal_waits_for_no_person() -> None:
+    outcomes = run(seat_history())
+    ledger = MemoryLedger()
+    asyncio.run(live_publisher(ledger, AckingBroker()).publish("acme", outcomes))
+
+    assert {s["route"] for s in signals(outcomes)} == {"in_app"}
+    assert ledger.marked and ledger.pending == {}

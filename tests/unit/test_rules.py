@@ -17,6 +17,7 @@ CONTRACT_DEFAULTS: dict[str, Any] = {
     "dedup_window_hours": 24,
     "cooldown_days": 14,
     "collision_window_days": 7,
+    "sla_hours": 48,
     "triggers": {
         "stalled_pql": {"enabled": True, "min_route": "csm", "after_days": 30},
         "usage_ceiling": {
@@ -261,6 +262,8 @@ def test_a_list_in_an_override_replaces_the_whole_list() -> None:
             "segments.enterprise.gates.activation_days",
         ),
         ({"defaults": {"cooldown_days": "two weeks"}}, "defaults.cooldown_days"),
+        ({"defaults": {"sla_hours": 0}}, "defaults.sla_hours"),
+        ({"segments": {"enterprise": {"sla_hours": -4}}}, "segments.enterprise.sla_hours"),
         (
             {"defaults": {"triggers": {"invite_surge": {"invites": 0}}}},
             "defaults.triggers.invite_surge.invites",
@@ -283,6 +286,15 @@ def test_a_list_in_an_override_replaces_the_whole_list() -> None:
 )
 def test_a_bad_value_raises_rules_error_naming_its_path(data: dict[str, Any], path: str) -> None:
     assert error_of(data).startswith(f"rules: {path}: ")
+
+
+def test_the_response_sla_is_set_per_segment() -> None:
+    rules = parse({"defaults": {"sla_hours": 24}, "segments": {"enterprise": {"sla_hours": 8}}})
+    assert [rules.for_segment(s).sla_hours for s in ("smb", "mid_market", "enterprise")] == [
+        24,
+        24,
+        8,
+    ]
 
 
 @pytest.mark.parametrize(
