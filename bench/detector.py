@@ -24,7 +24,7 @@ from bench.infra import (
     steady_rate,
     wait_idle,
 )
-from bench.inputs import FastProducer, Inputs, create_topics, new_accounts
+from bench.inputs import NEW_ACCOUNT_EVENTS, FastProducer, Inputs, create_topics, new_accounts
 from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import decode
@@ -288,11 +288,11 @@ def state_memory(ctx: Context, name: str, accounts: int) -> dict[str, Any]:
         before = rss_bytes(worker.pid)
         say(f"  {name}: idle RSS {before / 2**20:.1f} MiB; feeding {accounts:,} new accounts")
         producer.send_all(topic, waves[0])
-        worker.wait_processed(2 * half, interval=0.5)
+        worker.wait_processed(NEW_ACCOUNT_EVENTS * half, interval=0.5)
         wait_idle(worker.pid)
         middle = settled_rss(worker.pid)
         producer.send_all(topic, waves[1])
-        worker.wait_processed(2 * accounts, interval=0.5)
+        worker.wait_processed(NEW_ACCOUNT_EVENTS * accounts, interval=0.5)
         wait_idle(worker.pid)
         after = settled_rss(worker.pid)
     finally:

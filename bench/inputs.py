@@ -7,7 +7,7 @@
   only accounts whose home is the partition it is written to, so none needs repartitioning;
 - for the latency phase: the simulation's history as envelopes, then its last events one
   per message, paced (produced by bench.detector);
-- the state phase's input: accounts that the worker has never seen, two events each.
+- the state phase's input: accounts that the worker has never seen, five events each (every kind of data the state keeps).
 """
 
 from __future__ import annotations
@@ -219,13 +219,17 @@ def produce_inputs(
     )
 
 
+# Events new_accounts sends for each account.
+NEW_ACCOUNT_EVENTS = 5
+
+
 def new_accounts(first: int, count: int, partitions: int, run_id: str) -> list[Record]:
-    """Two events for each of `count` accounts never seen before, as envelopes per partition.
+    """NEW_ACCOUNT_EVENTS events for each of `count` accounts never seen before, as
+    envelopes per partition. The accounts are numbered from `first`.
 
-    The accounts are numbered from `first`.
-
-    An account_updated snapshot (plan, limits, segment, MRR, activation, health) and one
-    user's activity: what a small account has on its first day.
+    An account_updated snapshot (plan, limits, segment, MRR, activation, health, renewal
+    date, NPS), one user's activity, a workflow run, a feature used and a support ticket:
+    what a small account has on its first day, with every kind of data the state keeps.
     """
     moment = int(SIM_START.timestamp() * 1000)
     activated = format_ms(moment - 90 * 86_400_000)
@@ -247,6 +251,8 @@ def new_accounts(first: int, count: int, partitions: int, run_id: str) -> list[R
                     "mrr": 500.0,
                     "activated_at": activated,
                     "health_score": 80,
+                    "renewal_date": "2027-03-31",
+                    "nps": 8,
                 },
             }
         )
@@ -260,4 +266,22 @@ def new_accounts(first: int, count: int, partitions: int, run_id: str) -> list[R
                 "properties": {"department": "engineering"},
             }
         )
+        for n, (kind, properties) in enumerate(
+            (
+                ("workflow_run", {"workflow": "weekly-report"}),
+                ("feature_used", {"feature": "shared_dashboards"}),
+                ("support_ticket", {"ticket_id": f"{account}-t1", "severity": "low"}),
+            ),
+            start=3,
+        ):
+            events.append(
+                {
+                    "event_id": f"{account}-{n}",
+                    "type": kind,
+                    "account_id": account,
+                    "user_id": f"{account}-u1",
+                    "timestamp": format_ms(ms + n * 60_000),
+                    "properties": properties,
+                }
+            )
     return envelopes(events, partitions)
