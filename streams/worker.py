@@ -105,16 +105,21 @@ def _warn_unused_sasl(settings: Settings) -> None:
         )
 
 
-def _topics_problem(settings: Settings) -> str | None:
-    """Create the worker's topics that are missing; what stops the worker, if anything."""
-    assert settings.kafka_bootstrap is not None
-    others = [
+def written_topics(settings: Settings) -> list[str]:
+    """The topics the worker writes besides its table's changelog."""
+    return [
         settings.repartition_topic,
         settings.topic_signals,
         settings.topic_decisions,
         settings.topic_outcomes,
         settings.topic_dlq,
     ]
+
+
+def _topics_problem(settings: Settings) -> str | None:
+    """Create the worker's topics that are missing; what stops the worker, if anything."""
+    assert settings.kafka_bootstrap is not None
+    others = written_topics(settings)
     bootstrap, partitions = settings.kafka_bootstrap, settings.topic_partitions
     security = kafka_security.aiokafka_kwargs(settings)
     wait = settings.broker_wait_seconds
@@ -159,10 +164,7 @@ def _within_broker_limit(settings: Settings) -> Settings:
     topics the worker writes take, when that is less; one line says so."""
     assert settings.kafka_bootstrap is not None
     written = [
-        settings.repartition_topic,
-        settings.topic_signals,
-        settings.topic_decisions,
-        settings.topic_dlq,
+        *written_topics(settings),
         f"{settings.app_id}-{ACCOUNTS_TABLE}-changelog",  # as Faust names a table's changelog
     ]
     security = kafka_security.aiokafka_kwargs(settings)

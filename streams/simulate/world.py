@@ -58,16 +58,10 @@ EXPANSION_ARCHETYPES = (
     "qbr_unmet_need",
 )
 # Behaviours an account can show beside its primary one (they need no special profile).
-STACKING_ARCHETYPES = (
-    "seat_growth",
-    "usage_growth",
-    "tier_curious",
-    "invite_surge",
-    "new_department",
-    "power_user",
-    "workflow_heavy",
-    "workflow_deep",
-    "feature_explorer",
+STACKING_ARCHETYPES = tuple(
+    archetype
+    for archetype in EXPANSION_ARCHETYPES
+    if archetype not in ("renewal_expansion", "expansion_inquiry", "qbr_unmet_need")
 )
 # Gate archetype -> the expansion behaviours it may also show (then gated), and how often.
 GATED_SECOND: dict[str, tuple[float, tuple[str, ...]]] = {
