@@ -175,7 +175,7 @@ def test_output_topics_made_by_someone_else_may_have_any_partition_count(
     worker_factory, kafka_io, unique_name
 ):
     # Created by another team or auto-created by the broker, before the worker ever ran.
-    outputs = {"TOPIC_SIGNALS": 2, "TOPIC_DECISIONS": 3, "TOPIC_DLQ": 1}
+    outputs = {"TOPIC_SIGNALS": 2, "TOPIC_DECISIONS": 3, "TOPIC_DLQ": 1, "TOPIC_OUTCOMES": 2}
     names = {setting: unique_name(setting.lower()) for setting in outputs}
     for setting, partitions in outputs.items():
         kafka_io.create_topics([names[setting]], partitions=partitions)
@@ -193,6 +193,17 @@ def test_output_topics_made_by_someone_else_may_have_any_partition_count(
     rejected = kafka_io.consume(names["TOPIC_DLQ"], lambda r: len(r) >= 1, timeout=30)
     assert [orjson.loads(r["value"])["reason"] for r in rejected] == ["not_json"]
     assert kafka_io.partitions(names["TOPIC_SIGNALS"]) == [0, 1]
+    # a CRM outcome answering the account's primary lands on the outcomes topic
+    won = {
+        "event_id": "other-counts-won",
+        "type": "expansion_outcome",
+        "account_id": account,
+        "timestamp": "2026-03-03T10:00:00Z",
+        "properties": {"stage": "won", "expansion_mrr": 300},
+    }
+    kafka_io.produce(worker.env["TOPIC_EVENTS"], orjson.dumps(won), key=account.encode())
+    answered = kafka_io.consume(names["TOPIC_OUTCOMES"], lambda r: len(r) >= 1, timeout=30)
+    assert [orjson.loads(r["value"])["stage"] for r in answered] == ["won"], worker.log_tail()
     assert "Traceback" not in worker.log_path.read_text()
 
 
