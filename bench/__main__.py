@@ -444,8 +444,8 @@ class Bench:
                 f"  {result['bytes_per_account']:,.0f} bytes per account (RSS "
                 f"{result['rss_before_mb']} -> {result['rss_middle_mb']} -> "
                 f"{result['rss_after_mb']} MiB; second half alone "
-                f"{result['second_half_bytes_per_account']:,.0f} bytes per account; the table "
-                f"value itself {result['state_value_bytes']:.0f} bytes)"
+                f"{result['second_half_bytes_per_account']:,.0f} bytes per account; the stored "
+                f"table value {result['state_value_bytes']:.0f} bytes)"
             )
 
     def backtest(self) -> None:

@@ -28,6 +28,7 @@ from bench.inputs import NEW_ACCOUNT_EVENTS, FastProducer, Inputs, create_topics
 from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import decode
+from streams.io.records import Account, encode
 from streams.io.topics import partition_for
 from streams.io.transport import topic_end_offsets
 from streams.rules import load
@@ -322,10 +323,20 @@ def settled_rss(pid: int, timeout: float = 20.0) -> int:
 
 
 def state_value_size(envelope: bytes) -> float:
-    """Mean size of the table value the detector keeps for the accounts in one envelope."""
-    detector = Detector(load(Settings().rules_file))
+    """Mean size of the table value (compressed, as stored) the detector keeps for the
+    accounts in one envelope."""
+    settings = Settings()
+    detector = Detector(load(settings.rules_file))
     states: dict[str, AccountState] = {}
     for event in decode(envelope).events:
         state = states.setdefault(event.account_id, AccountState(event.account_id))
         detector.apply(state, event)
-    return statistics.fmean(len(state.to_bytes()) for state in states.values())
+    return statistics.fmean(
+        encode(
+            Account(state, {}),
+            state.account_id.encode(),
+            settings.message_max_bytes,
+            settings.account_max_bytes,
+        ).size
+        for state in states.values()
+    )

@@ -7,7 +7,8 @@
   only accounts whose home is the partition it is written to, so none needs repartitioning;
 - for the latency phase: the simulation's history as envelopes, then its last events one
   per message, paced (produced by bench.detector);
-- the state phase's input: accounts that the worker has never seen, five events each (every kind of data the state keeps).
+- the state phase's input: accounts that the worker has never seen, five events each
+  (every kind of data the state keeps).
 """
 
 from __future__ import annotations

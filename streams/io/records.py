@@ -128,7 +128,8 @@ def encode(account: Account, account_key: bytes, limit: int, budget: int) -> Enc
         for part, length in sizes.items()
     }
     account.parts = parts
-    state.touched = set()
+    # what changes until the next save, for a large account's parts; a small one has none
+    state.touched = set() if parts else None
     values = {part_key(account_key, parts, part): value for part, value in changed.items()}
     return Encoded(head, values, stale, size, dropped_before)
 

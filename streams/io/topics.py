@@ -48,7 +48,7 @@ class SessionTimeoutRefused(RuntimeError):
     """The broker accepts no group member with the worker's session timeout."""
 
 
-@lru_cache(maxsize=65_536)  # called per account per message; murmur2 is pure Python
+@lru_cache(maxsize=16_384)  # called per account per message; murmur2 is pure Python
 def partition_for(key: bytes, partitions: int) -> int:
     """Return the partition Kafka's default (murmur2) partitioner sends `key` to."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
