@@ -22,10 +22,10 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Decoded states of the accounts seen last, so that a busy account is not decoded per message,
-# kept only for an account whose records take CACHE_MIN_BYTES or more: decoding costs about
-# 35 µs a stored KiB, and a smaller account, decoded at most once per commit, would hold 5 KiB
-# or more of memory here to save 70 µs.
+# Decoded states of the accounts seen last, so that a busy account is not decoded per message:
+# those of accounts saved before, or whose records take CACHE_MIN_BYTES or more. An account
+# saved for the first time is not kept: a burst of new accounts seen once (a backfill, a
+# migration) would fill the cache with states of 5 KiB or more that are never read again.
 STATE_CACHE_ACCOUNTS = 10_000
 CACHE_MIN_BYTES = 2048
 # Changed accounts kept unsaved at most; more are saved at once. Bounds the memory they hold
@@ -166,24 +166,25 @@ class AccountStore:
                     self.cached[account_key] = (self.table.data.get(account_key), account)
                     continue
                 home = partition_for(account_key, self.partitions)
+                saved_before = account_key in self.table.data
                 for key, value in (*encoded.parts.items(), (account_key, encoded.head)):
                     self.table.data[key] = value
                     records.append((changelog, key, value, home))
                 for key in encoded.stale:
                     self.table.data.pop(key, None)
                     records.append((changelog, key, None, home))
-                self._cache(account_key, encoded, account)
+                if saved_before or encoded.size >= CACHE_MIN_BYTES:
+                    self._cache(account_key, encoded.head, account)
+                else:
+                    self.cached.pop(account_key, None)
             await self.delivery.deliver(records, self._send_changelog)
             if self.after_save is not None:
                 await self.after_save(saved)
             self.saving = {}
 
-    def _cache(self, account_key: bytes, encoded: Encoded, account: Account) -> None:
-        """Keep a saved account's decoded state beside the head just written, if worth it."""
-        if encoded.size < CACHE_MIN_BYTES:
-            self.cached.pop(account_key, None)
-            return
-        self.cached[account_key] = (encoded.head, account)
+    def _cache(self, account_key: bytes, head: bytes, account: Account) -> None:
+        """Keep a saved account's decoded state beside the head just written."""
+        self.cached[account_key] = (head, account)
         self.cached.move_to_end(account_key)
         if len(self.cached) > STATE_CACHE_ACCOUNTS:
             self.cached.popitem(last=False)
