@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 from scenario import (
@@ -18,12 +19,15 @@ from scenario import (
     signals,
 )
 
+from streams.app import new_faust_app
 from streams.domain.account import apply_events
 from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import Event
-from streams.io.accounts import summarize
+from streams.io.accounts import AccountStore, summarize
+from streams.io.delivery import Delivery
 from streams.io.records import Account, decode, encode
+from streams.settings import Settings
 
 POSITIONS = {0: (41, 0), 3: (7, 2)}
 LIMIT = 1_048_576
@@ -155,3 +159,41 @@ def test_apply_events_counts_duplicates_late_events_and_types() -> None:
     assert applied.by_type == {"account_updated": 1, "user_active": 2, "seat_assigned": 1}
     only_duplicates = apply_events(Detector(SHIPPED_RULES), state, history)
     assert only_duplicates.duplicates == 3 and not only_duplicates.changed
+
+
+class KeptRecords:
+    """A delivery that keeps what the store sends instead of sending it to a broker."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    async def deliver(self, records: list[Any], send: Any = None) -> list[Any]:
+        self.records.extend(records)
+        return []
+
+
+def test_a_new_account_is_not_kept_decoded_until_it_comes_back(tmp_path: Path) -> None:
+    """A burst of new accounts seen once must not fill the cache of decoded states; an
+    account that changes again after its first save is kept, and each load reads the state
+    last saved."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path)
+    sent = KeptRecords()
+    store = AccountStore(new_faust_app(settings), settings, cast(Delivery, sent))
+    key = b"acct-0"
+
+    history = seat_history()
+
+    async def change_and_save(load: Account, new: list[Event]) -> Account:
+        assert apply_events(Detector(SHIPPED_RULES), load.state, new).changed
+        await store.changed(key, load)
+        await store.save()
+        return load
+
+    first = asyncio.run(change_and_save(store.load("acct-0", key), history[:3]))
+    assert len(sent.records) == 1 and key not in store.cached
+    second = store.load("acct-0", key)
+    assert second is not first  # decoded from the saved value
+    assert second.state.to_bytes() == first.state.to_bytes()
+
+    asyncio.run(change_and_save(second, history[3:6]))
+    assert store.load("acct-0", key) is second  # saved before: kept decoded
