@@ -70,16 +70,19 @@ class Ledger:
                 result = await operation()
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
                 metrics.REDIS_ERRORS.inc()
-                metrics.REDIS_UP.set(0)
-                if self.reachable:
-                    log.warning(
-                        "Redis unreachable at %s (%s); retrying until it answers",
-                        redacted(self.url),
-                        error.__class__.__name__,
-                    )
-                self.reachable = False
                 if delays is None:
+                    # A first failure may be a pooled connection that a restarted Redis
+                    # closed: tried again once before the outage is reported.
                     delays = backoff_delays(RETRY_FIRST_DELAY, self.retry_max_seconds)
+                else:
+                    metrics.REDIS_UP.set(0)
+                    if self.reachable:
+                        log.warning(
+                            "Redis unreachable at %s (%s); retrying until it answers",
+                            redacted(self.url),
+                            error.__class__.__name__,
+                        )
+                    self.reachable = False
                 await asyncio.sleep(next(delays))
                 continue
             if not self.reachable:
