@@ -25,7 +25,8 @@ SEGMENTS: tuple[str, ...] = get_args(Segment)
 # The contract's triggers: unranked ones first, then highest default priority first.
 TRIGGERS = CATALOG.names
 # A trigger's check, its rule, and what it is published once per (or None).
-CheckWithRule = tuple[str, Check, TriggerRule, Any]
+# (trigger, check, its rule, once_per, reads_mask)
+CheckWithRule = tuple[str, Check, TriggerRule, Any, int | None]
 
 
 class RulesError(ValueError):
@@ -149,7 +150,13 @@ class SegmentRules(Strict):
     def checks(self) -> tuple[CheckWithRule, ...]:
         """The enabled triggers' checks with their rules, in the order of `enabled`."""
         return tuple(
-            (name, self.catalog[name].check, self._rule(name), self.catalog[name].once_per)
+            (
+                name,
+                self.catalog[name].check,
+                self._rule(name),
+                self.catalog[name].once_per,
+                self.catalog[name].reads_mask,
+            )
             for name in self.enabled
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import logging.config
 
@@ -74,6 +75,7 @@ def main(argv: list[str]) -> int:
     stop = _changelog_problem(settings, app)
     if stop is not None:
         return fatal(stop, settings.log_format, code=3)
+    tune_garbage_collector()
     try:
         faust.Worker(
             app,
@@ -89,6 +91,22 @@ def main(argv: list[str]) -> int:
         if broker is not None:
             broker.stop()
     return 0
+
+
+# Objects allocated, less those freed, before the collector looks for cycles among the newest
+# (CPython's default is 700). Each event allocates and drops many small objects that no
+# cycle holds; at the default the collector took ~5 % of the worker's time, at this ~1 %
+# (docs/performance.md). Cycles are still collected, a few times a second instead of ~90.
+GC_THRESHOLD = 10_000
+
+
+def tune_garbage_collector() -> None:
+    """Leave what start-up allocated (modules, rules, the app) out of every collection, and
+    collect less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
 
 
 def _warn_unused_sasl(settings: Settings) -> None:

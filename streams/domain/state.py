@@ -36,6 +36,11 @@ PUBLISHED_KEPT = 16
 # Where `AccountState.summary` finds the clock and the trigger memory in the stored list.
 STORED_NOW = 2
 STORED_TRIGGERS = 20
+# What an event changed in the state, as bits of AccountState.changes: users' activity and
+# departments, gate hits and invites, workflow runs, feature use, the account's own fields.
+# A trigger that reads only these and the day names them (Trigger.reads).
+CHANGES = {"activity": 1, "tally": 2, "workflow": 4, "feature": 8, "account": 16}
+ACTIVITY, TALLY, WORKFLOW, FEATURE, ACCOUNT = CHANGES.values()
 
 
 class ActivityWindow:
@@ -145,11 +150,10 @@ class AccountState:
         "activity_revision",
         "history_revision",
         "department_revision",
-        "tally_revision",
         "usage_revision",
-        "workflow_revision",
-        "feature_revision",
+        "changes",
         "memo",
+        "evaluated",
         "windows",
         "touched",
     )
@@ -229,19 +233,20 @@ class AccountState:
         self.tickets_ever = False  # whether the account ever sent a support_ticket
         self.published: list[Published] = []  # the latest published signals, latest last
         # Not stored: revisions count changes to users and departments (activity), to
-        # activity before today (history), to departments, to gate hits and invites
-        # (tallies) and to usage and its limits, so that queries over them can be reused
+        # activity before today (history), to departments and to usage and its limits,
+        # so that queries over them can be reused
         # while their revision and the day stay the same.
         self.activity_revision = 0
         self.history_revision = 0
         self.department_revision = 0
-        self.tally_revision = 0
         self.usage_revision = 0
-        self.workflow_revision = 0
-        self.feature_revision = 0
+        # CHANGES bits set since the triggers were last evaluated (streams.domain.triggers)
+        self.changes = 0
         self.memo: dict[str, tuple[Any, Any]] = {}
         # window days -> activity in the window ending today, kept current as it arrives
         self.windows: dict[int, ActivityWindow] = {}
+        # the triggers' last evaluation, for those that read only the day and revisions
+        self.evaluated: Any = None
         # Users (ids) and dedup entries (event keys) whose entries changed since the state
         # was last stored; None: any may have. A large account rewrites only their parts.
         self.touched: set[str | int] | None = None
@@ -278,17 +283,17 @@ class AccountState:
             self.gate_features[feature] = max(day, self.gate_features.get(feature, day))
             self.gate_users[event.user_id] = max(day, self.gate_users.get(event.user_id, day))
             self.gate_hits[day] = self.gate_hits.get(day, 0) + 1
-            self.tally_revision += 1
+            self.changes |= TALLY
         elif isinstance(event, InviteSent):
             self.invites[day] = self.invites.get(day, 0) + 1
-            self.tally_revision += 1
+            self.changes |= TALLY
         elif isinstance(event, WorkflowRun):
             self._record_run(event.user_id, event.properties.workflow, event.properties.status, day)
         elif isinstance(event, FeatureUsed):
             feature = event.properties.feature
             self.features_used[feature] = max(day, self.features_used.get(feature, day))
             self.features_ever = True
-            self.feature_revision += 1
+            self.changes |= FEATURE
         elif isinstance(event, SupportTicket):
             self.tickets[day] = self.tickets.get(day, 0) + 1
             self.tickets_ever = True
@@ -303,6 +308,7 @@ class AccountState:
 
     def _update_account(self, event: AccountUpdated) -> None:
         props = event.properties
+        self.changes |= ACCOUNT
         for name in props.model_fields_set:
             value = getattr(props, name)
             if name == "usage_limits":
@@ -311,7 +317,7 @@ class AccountState:
             setattr(self, name, value)
 
     def _record_run(self, user: str, workflow: str, status: str, day: int) -> None:
-        self.workflow_revision += 1
+        self.changes |= WORKFLOW
         runs = self.workflow_runs.setdefault(workflow, {})
         runs[day] = runs.get(day, 0) + 1
         totals = self.workflow_days.setdefault(day, [0, 0])
@@ -343,6 +349,7 @@ class AccountState:
         if record is None:
             self.users[user] = [day, 1, department]
             self.activity_revision += 1
+            self.changes |= ACTIVITY
         else:
             last_day, mask, known_department = record
             _mark_day(record, day)
@@ -350,6 +357,7 @@ class AccountState:
                 record[2] = department
             if record[0] != last_day or record[1] != mask or record[2] != known_department:
                 self.activity_revision += 1
+                self.changes |= ACTIVITY
         if self.windows:
             self._recount(user)
         if department is not None:
@@ -360,6 +368,7 @@ class AccountState:
                 self.departments[department] = ts
                 self.activity_revision += 1
                 self.department_revision += 1
+                self.changes |= ACTIVITY
 
     def _track_saturation(self, ts: float, floor: float) -> None:
         if self.seat_limit and len(self.seats) / self.seat_limit >= floor:
@@ -396,7 +405,7 @@ class AccountState:
         self.windows.clear()
         self.activity_revision += 1
         self.history_revision += 1
-        self.workflow_revision += 1
+        self.changes |= ACTIVITY | WORKFLOW
 
     def _prune_workflows(self, oldest: int) -> None:
         self.workflow_days = {d: totals for d, totals in self.workflow_days.items() if d > oldest}

@@ -18,7 +18,7 @@ from streams.domain.rule_fields import (
     WindowDays,
     ascending,
 )
-from streams.domain.state import HISTORY_DAYS, AccountState
+from streams.domain.state import CHANGES, HISTORY_DAYS, AccountState
 from streams.events import Event, ExternalKind, ExternalSignal, Id
 
 if TYPE_CHECKING:
@@ -65,6 +65,22 @@ class Trigger(Generic[R]):
     ranked: bool = True
     # published at most once per this value of the account (renewal_window: the renewal date)
     once_per: Callable[[AccountState], Any] | None = None
+    # What its check reads besides the day, named as in the state's CHANGES: it is checked
+    # again in the same day only after an event changed one of them. None: it reads more
+    # (the clock, the primary signal) and is checked on every event.
+    reads: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.reads or ()) - set(CHANGES)
+        if unknown:
+            raise ValueError(f"{self.name} reads unknown changes: {', '.join(sorted(unknown))}")
+
+    @property
+    def reads_mask(self) -> int | None:
+        """`reads` as CHANGES bits."""
+        if self.reads is None:
+            return None
+        return sum(CHANGES[name] for name in self.reads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,18 +116,41 @@ class Catalog:
         return Catalog(*self.definitions, *definitions)
 
 
+@dataclass(slots=True)
+class Evaluated:
+    """An account's last evaluation: under which rules, on which day, and what the
+    triggers that read only the day and the state's CHANGES gave."""
+
+    rules: object
+    day: int
+    firings: dict[str, Firing | None]
+
+
 def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fired]:
     """Every enabled trigger whose condition holds now, unranked ones first, then highest
-    priority first."""
+    priority first. A trigger that reads only the day and some of the state's CHANGES is
+    checked again in the same day only when one of them changed since the last evaluation."""
     fired = []
     checks = rules.checks if isinstance(event, ExternalSignal) else rules.state_checks
-    for trigger, check, rule, once_per in checks:
+    last = state.evaluated
+    changed = state.changes
+    state.changes = 0
+    if last is None or last.rules is not rules or last.day != state.today:
+        changed = -1  # all bits: nothing to reuse
+        last = state.evaluated = Evaluated(rules, state.today, {})
+    firings = last.firings
+    for trigger, check, rule, once_per, reads in checks:
         if once_per is not None:
             memory = state.triggers.get(trigger)
             key = once_per(state)
             if memory is not None and key is not None and memory.published_for == key:
                 continue
-        firing = check(state, event, rule)
+        if reads is None:
+            firing = check(state, event, rule)
+        elif reads & changed or trigger not in firings:
+            firing = firings[trigger] = check(state, event, rule)
+        else:
+            firing = firings[trigger]
         if firing is not None:
             fired.append(Fired(trigger, *firing))
     return fired
@@ -347,14 +386,6 @@ def gated_feature_demand(
     """Many distinct gated features hit recently, or many gate hits by several users."""
     if not state.gate_hits:
         return None
-    return state.memoized(
-        "gated_feature_demand",
-        (rule, state.today, state.tally_revision),
-        lambda: _gated_feature_demand(state, rule),
-    )
-
-
-def _gated_feature_demand(state: AccountState, rule: GatedFeatureDemandRule) -> Firing | None:
     today = state.today
     recent = today - rule.distinct_window_days + 1
     features = sorted(f for f, day in state.gate_features.items() if day >= recent)
@@ -392,6 +423,7 @@ GATED_FEATURE_DEMAND = Trigger(
     gated_feature_demand,
     _gated_feature_demand_why,
     40,
+    reads=("tally",),
 )
 
 
@@ -407,11 +439,7 @@ def invite_surge(state: AccountState, event: Event, rule: InviteSurgeRule) -> Fi
     """Many invites sent in the window."""
     if not state.invites:
         return None
-    invites = state.memoized(
-        "invites",
-        (rule.window_days, state.today, state.tally_revision),
-        lambda: state.window_sum(state.invites, rule.window_days),
-    )
+    invites = state.window_sum(state.invites, rule.window_days)
     if invites < rule.invites:
         return None
     return 1.0, {"invites": invites, "window_days": rule.window_days}
@@ -421,7 +449,9 @@ def _invite_surge_why(e: dict[str, Any]) -> str:
     return f"{e['invites']} invites sent in {e['window_days']} days"
 
 
-INVITE_SURGE = Trigger("invite_surge", "seat", InviteSurgeRule, invite_surge, _invite_surge_why, 50)
+INVITE_SURGE = Trigger(
+    "invite_surge", "seat", InviteSurgeRule, invite_surge, _invite_surge_why, 50, reads=("tally",)
+)
 
 
 # -- power_user_emergence -----------------------------------------------------------------
@@ -471,6 +501,7 @@ POWER_USER_EMERGENCE = Trigger(
     power_user_emergence,
     _power_user_emergence_why,
     60,
+    reads=("activity",),
 )
 
 
@@ -575,14 +606,6 @@ def workflow_expansion(
     """Users running many distinct workflows in every recent block, nearly all completed."""
     if not state.workflow_days:
         return None
-    return state.memoized(
-        "workflow_expansion",
-        (rule, state.today, state.workflow_revision),
-        lambda: _workflow_expansion(state, rule),
-    )
-
-
-def _workflow_expansion(state: AccountState, rule: WorkflowExpansionRule) -> Firing | None:
     means = []
     for block in range(rule.blocks):
         last = state.today - block * rule.block_days
@@ -638,6 +661,7 @@ WORKFLOW_EXPANSION = Trigger(
     workflow_expansion,
     _workflow_expansion_why,
     44,
+    reads=("workflow",),
 )
 
 
@@ -650,14 +674,6 @@ def workflow_depth(state: AccountState, event: Event, rule: WorkflowDepthRule) -
     """One workflow run more than min_runs times in the window."""
     if not state.workflow_runs:
         return None
-    return state.memoized(
-        "workflow_depth",
-        (rule, state.today, state.workflow_revision),
-        lambda: _workflow_depth(state, rule),
-    )
-
-
-def _workflow_depth(state: AccountState, rule: WorkflowDepthRule) -> Firing | None:
     first = state.today - rule.window_days + 1
     best: tuple[int, str] | None = None
     for workflow, days in state.workflow_runs.items():
@@ -675,7 +691,13 @@ def _workflow_depth_why(e: dict[str, Any]) -> str:
 
 
 WORKFLOW_DEPTH = Trigger(
-    "workflow_depth", "workflow", WorkflowDepthRule, workflow_depth, _workflow_depth_why, 46
+    "workflow_depth",
+    "workflow",
+    WorkflowDepthRule,
+    workflow_depth,
+    _workflow_depth_why,
+    46,
+    reads=("workflow",),
 )
 
 
@@ -703,25 +725,15 @@ def value_discovery(state: AccountState, event: Event, rule: ValueDiscoveryRule)
     plan = rule.plans.get(state.plan) if state.plan is not None else None
     if plan is None or not state.features_used:
         return None
-    return state.memoized(
-        "value_discovery",
-        (rule.levels, rule.window_days, state.plan, state.today, state.feature_revision),
-        lambda: _value_discovery(state, rule, state.plan or "", plan.features),
-    )
-
-
-def _value_discovery(
-    state: AccountState, rule: ValueDiscoveryRule, plan: str, features: list[str]
-) -> Firing | None:
     used = state.features_in(rule.window_days)
-    listed = sorted(set(features))
+    listed = sorted(set(plan.features))
     adopted = [feature for feature in listed if feature in used]
     share = len(adopted) / len(listed)
     level = _level_reached(rule.levels, share)
     if level is None:
         return None
     return level, {
-        "plan": plan,
+        "plan": state.plan,
         "features_used": len(adopted),
         "plan_features": len(listed),
         "share": round(share, 4),
@@ -738,7 +750,13 @@ def _value_discovery_why(e: dict[str, Any]) -> str:
 
 
 VALUE_DISCOVERY = Trigger(
-    "value_discovery", "tier", ValueDiscoveryRule, value_discovery, _value_discovery_why, 42
+    "value_discovery",
+    "tier",
+    ValueDiscoveryRule,
+    value_discovery,
+    _value_discovery_why,
+    42,
+    reads=("feature", "account"),
 )
 
 

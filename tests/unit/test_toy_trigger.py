@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from scenario import account, events, invite, usage
+from scenario import account, active, events, invite, usage
 
 from streams.domain.decide import Detector, Outcome
 from streams.domain.rule_fields import Count
@@ -111,3 +111,55 @@ def test_a_second_trigger_of_the_same_name_or_position_is_refused() -> None:
         WITH_TOY.with_triggers(TOY)
     with pytest.raises(ValueError, match="same position: 10"):
         CATALOG.with_triggers(Trigger("other", "seat", ToyRule, toy, str, position=10))
+
+
+def checked_days(reads: tuple[str, ...] | None, *objs: dict[str, Any]) -> list[float]:
+    """The event times (in days) at which a toy reading `reads` was checked."""
+    calls: list[float] = []
+
+    def counted(state: AccountState, event: Event, rule: ToyRule) -> Firing | None:
+        calls.append(round((event.timestamp - evs[0].timestamp) / 86_400, 2))
+        return toy(state, event, rule)
+
+    counting = Trigger("toy", "tier", ToyRule, counted, str, position=15, reads=reads)
+    detector = Detector(parse({}, catalog=CATALOG.with_triggers(counting)))
+    evs: list[Event] = events(*objs)
+    state = AccountState(evs[0].account_id)
+    for event in evs:
+        detector.apply(state, event)
+    return calls
+
+
+def test_a_trigger_that_reads_tallies_is_checked_again_only_when_they_change_or_the_day_does() -> (
+    None
+):
+    day_one = [active(1.1, "u1"), active(1.2, "u1"), invite(1.3), active(1.4, "u1")]
+
+    assert checked_days(("tally",), account(0), *day_one, active(2.1, "u1")) == [
+        0.0,  # the first evaluation
+        1.1,  # a new day
+        1.3,  # an invite: a tally changed
+        2.1,  # a new day
+    ]
+    # user activity is not a tally; a trigger reading activity sees it change on day 1 once
+    assert checked_days(("activity",), account(0), *day_one) == [0.0, 1.1]
+    # a trigger that reads the clock is checked on every event
+    assert checked_days(None, account(0), *day_one) == [0.0, 1.1, 1.2, 1.3, 1.4]
+
+
+def test_what_the_toy_gave_still_fires_when_it_is_not_checked_again() -> None:
+    counting_toy = Trigger("toy", "tier", ToyRule, toy, str, position=15, reads=("tally",))
+    detector = Detector(parse({}, catalog=CATALOG.with_triggers(counting_toy)))
+    evs = events(account(0), invite(1.1), invite(1.2), active(1.3, "u1"), active(1.4, "u2"))
+    state = AccountState(evs[0].account_id)
+
+    outcomes = [detector.apply(state, event) for event in evs]
+
+    # published at the second invite; fired again (and in cooldown) on the activity after it
+    assert [s["source_event_id"] for s in published(outcomes)] == ["e3"]
+    assert logged(outcomes) == [("toy", "cooldown")]
+
+
+def test_a_trigger_reading_an_unknown_change_is_refused() -> None:
+    with pytest.raises(ValueError, match="toy reads unknown changes: weather"):
+        Trigger("toy", "tier", ToyRule, toy, str, position=15, reads=("weather",))
