@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 
@@ -24,6 +24,9 @@ from streams.events import (
     UserActive,
     WorkflowRun,
 )
+
+if TYPE_CHECKING:
+    from streams.domain.triggers import Evaluated
 
 T = TypeVar("T")
 # How many days of per-user activity are kept: enough for the longest window the
@@ -233,9 +236,8 @@ class AccountState:
         self.tickets_ever = False  # whether the account ever sent a support_ticket
         self.published: list[Published] = []  # the latest published signals, latest last
         # Not stored: revisions count changes to users and departments (activity), to
-        # activity before today (history), to departments and to usage and its limits,
-        # so that queries over them can be reused
-        # while their revision and the day stay the same.
+        # activity before today (history), to departments and to usage and its limits, so
+        # that queries over them can be reused while their revision and the day stay the same.
         self.activity_revision = 0
         self.history_revision = 0
         self.department_revision = 0
@@ -245,8 +247,8 @@ class AccountState:
         self.memo: dict[str, tuple[Any, Any]] = {}
         # window days -> activity in the window ending today, kept current as it arrives
         self.windows: dict[int, ActivityWindow] = {}
-        # the triggers' last evaluation, for those that read only the day and revisions
-        self.evaluated: Any = None
+        # the last results of the triggers that read only the day and CHANGES
+        self.evaluated: Evaluated | None = None
         # Users (ids) and dedup entries (event keys) whose entries changed since the state
         # was last stored; None: any may have. A large account rewrites only their parts.
         self.touched: set[str | int] | None = None
