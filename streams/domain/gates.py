@@ -35,10 +35,6 @@ class Gate(Generic[R]):
     # the numbers that made a known account fail, for the decision's detail; None if it passes
     check: Callable[[AccountState, R], dict[str, Any] | None]
 
-    def failure(self, state: AccountState, rule: R) -> dict[str, Any] | None:
-        """The numbers that made the account fail; None if it passes (or is not known)."""
-        return self.check(state, rule) if self.known(state, rule) else None
-
     def status(self, state: AccountState, rule: R) -> GateStatus:
         if not self.known(state, rule):
             return "unknown"
@@ -215,7 +211,8 @@ REASONS = tuple(gate.reason for gate in GATES)
 def failed_gate(state: AccountState, rules: SegmentRules) -> tuple[str, dict[str, Any]] | None:
     """The first gate the account fails now, with its reason and numbers."""
     for gate, rule in rules.gate_checks:
-        detail = gate.failure(state, rule)
-        if detail is not None:
-            return gate.reason, detail
+        if gate.known(state, rule):
+            detail = gate.check(state, rule)
+            if detail is not None:
+                return gate.reason, detail
     return None

@@ -154,6 +154,7 @@ class AccountState:
         "history_revision",
         "department_revision",
         "usage_revision",
+        "workflow_revision",
         "changes",
         "memo",
         "evaluated",
@@ -236,12 +237,14 @@ class AccountState:
         self.tickets_ever = False  # whether the account ever sent a support_ticket
         self.published: list[Published] = []  # the latest published signals, latest last
         # Not stored: revisions count changes to users and departments (activity), to
-        # activity before today (history), to departments and to usage and its limits, so
-        # that queries over them can be reused while their revision and the day stay the same.
+        # activity before today (history), to departments, to usage and its limits and to
+        # the days users ran their workflows, so that queries over them can be reused while
+        # their revision and the day stay the same.
         self.activity_revision = 0
         self.history_revision = 0
         self.department_revision = 0
         self.usage_revision = 0
+        self.workflow_revision = 0
         # CHANGES bits set since the triggers were last evaluated (streams.domain.triggers)
         self.changes = 0
         self.memo: dict[str, tuple[Any, Any]] = {}
@@ -293,9 +296,10 @@ class AccountState:
             self._record_run(event.user_id, event.properties.workflow, event.properties.status, day)
         elif isinstance(event, FeatureUsed):
             feature = event.properties.feature
-            self.features_used[feature] = max(day, self.features_used.get(feature, day))
+            if day > self.features_used.get(feature, -1):
+                self.features_used[feature] = day
+                self.changes |= FEATURE
             self.features_ever = True
-            self.changes |= FEATURE
         elif isinstance(event, SupportTicket):
             self.tickets[day] = self.tickets.get(day, 0) + 1
             self.tickets_ever = True
@@ -329,8 +333,9 @@ class AccountState:
         record = workflows.get(workflow)
         if record is None:
             workflows[workflow] = [day, 1]
-        else:
-            _mark_day(record, day)
+            self.workflow_revision += 1
+        elif _mark_day(record, day):
+            self.workflow_revision += 1
 
     def _record_usage(self, meter: str, quantity: float, ts: float) -> None:
         self.usage_revision += 1
@@ -353,11 +358,11 @@ class AccountState:
             self.activity_revision += 1
             self.changes |= ACTIVITY
         else:
-            last_day, mask, known_department = record
-            _mark_day(record, day)
-            if department is not None:
+            changed = _mark_day(record, day)
+            if department is not None and department != record[2]:
                 record[2] = department
-            if record[0] != last_day or record[1] != mask or record[2] != known_department:
+                changed = True
+            if changed:
                 self.activity_revision += 1
                 self.changes |= ACTIVITY
         if self.windows:
@@ -410,6 +415,7 @@ class AccountState:
         self.changes |= ACTIVITY | WORKFLOW
 
     def _prune_workflows(self, oldest: int) -> None:
+        self.workflow_revision += 1
         self.workflow_days = {d: totals for d, totals in self.workflow_days.items() if d > oldest}
         runs = {
             workflow: {d: n for d, n in days.items() if d > oldest}
@@ -645,11 +651,15 @@ class AccountState:
         self.published = [Published(*p) for p in published]
 
 
-def _mark_day(record: list[Any], day: int) -> None:
-    """Set `day` in a [last_day, day_mask, ...] record of the days something happened."""
+def _mark_day(record: list[Any], day: int) -> bool:
+    """Set `day` in a [last_day, day_mask, ...] record of the days something happened;
+    whether it was not set yet."""
     last_day, mask = record[0], record[1]
     if day > last_day:
         record[1] = ((mask << (day - last_day)) | 1) & ((1 << HISTORY_DAYS) - 1)
         record[0] = day
-    elif last_day - day < HISTORY_DAYS:
+        return True
+    if last_day - day < HISTORY_DAYS:
         record[1] = mask | 1 << (last_day - day)
+        return record[1] != mask
+    return False

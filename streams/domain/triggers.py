@@ -123,7 +123,7 @@ class Evaluated:
 
     rules: object
     day: int
-    firings: dict[str, Firing | None]
+    firings: dict[str, Fired | None]
 
 
 def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fired]:
@@ -145,14 +145,15 @@ def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fir
             key = once_per(state)
             if memory is not None and key is not None and memory.published_for == key:
                 continue
-        if reads is None:
-            firing = check(state, event, rule)
-        elif reads & changed or trigger not in firings:
-            firing = firings[trigger] = check(state, event, rule)
+        if reads is not None and not reads & changed and trigger in firings:
+            result = firings[trigger]
         else:
-            firing = firings[trigger]
-        if firing is not None:
-            fired.append(Fired(trigger, *firing))
+            firing = check(state, event, rule)
+            result = None if firing is None else Fired(trigger, *firing)
+            if reads is not None:
+                firings[trigger] = result
+        if result is not None:
+            fired.append(result)
     return fired
 
 
@@ -604,8 +605,38 @@ def workflow_expansion(
     state: AccountState, event: Event, rule: WorkflowExpansionRule
 ) -> Firing | None:
     """Users running many distinct workflows in every recent block, nearly all completed."""
-    if not state.workflow_days:
+    # no user can run more distinct workflows than the account ran in its history
+    if len(state.workflow_runs) <= rule.min_mean_workflows:
         return None
+    days = rule.blocks * rule.block_days
+    runs = completed = 0
+    for day, (day_runs, day_completed) in state.workflow_days.items():
+        if day > state.today - days:
+            runs += day_runs
+            completed += day_completed
+    if not runs or completed / runs <= rule.min_completion:
+        return None
+    # a run on a day its user already ran its workflow leaves the means as they were
+    means = state.memoized(
+        "workflow_means",
+        (rule, state.today, state.workflow_revision),
+        lambda: _workflow_means(state, rule),
+    )
+    if means is None:
+        return None
+    return 1.0, {
+        "mean_workflows_per_user": means,  # latest block first
+        "block_days": rule.block_days,
+        "runs": runs,
+        "completed": completed,
+        "completion": round(completed / runs, 4),
+        "window_days": days,
+    }
+
+
+def _workflow_means(state: AccountState, rule: WorkflowExpansionRule) -> list[float] | None:
+    """The mean distinct workflows per running user in each block, latest first; None as
+    soon as a block's mean is not above min_mean_workflows."""
     means = []
     for block in range(rule.blocks):
         last = state.today - block * rule.block_days
@@ -618,22 +649,7 @@ def workflow_expansion(
         if not users or pairs / users <= rule.min_mean_workflows:
             return None
         means.append(round(pairs / users, 2))
-    days = rule.blocks * rule.block_days
-    runs = completed = 0
-    for day, (day_runs, day_completed) in state.workflow_days.items():
-        if day > state.today - days:
-            runs += day_runs
-            completed += day_completed
-    if not runs or completed / runs <= rule.min_completion:
-        return None
-    return 1.0, {
-        "mean_workflows_per_user": means,  # latest block first
-        "block_days": rule.block_days,
-        "runs": runs,
-        "completed": completed,
-        "completion": round(completed / runs, 4),
-        "window_days": days,
-    }
+    return means
 
 
 def _days_in(record: list[int], first: int, last: int) -> int:
