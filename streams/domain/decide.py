@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,19 +238,23 @@ class _Step:
         """Add triggers of lower or equal priority to the active primary's co-signals."""
         assert self.state.primary is not None
         current = self.state.primary.signal
-        joined = self.stacked(current, [*current["co_signals"], *(f.trigger for f in colliding)])
-        if joined["co_signals"] != current["co_signals"]:
-            self.state.primary.signal = self.outcome.serving = joined
+        joining = (*current["co_signals"], *(f.trigger for f in colliding))
+        co_signals = self.co_signals(current, joining)
+        if co_signals != current["co_signals"]:
+            self.state.primary.signal = self.outcome.serving = self.stacked(current, co_signals)
         self.collide(colliding, current["signal_id"])
 
     def collide(self, colliding: list[Fired], primary_id: str) -> None:
         for fired in colliding:
             self.suppress(fired, "collision", {"primary_signal_id": primary_id})
 
-    def stacked(self, signal: dict[str, Any], co_signals: list[str]) -> dict[str, Any]:
+    def co_signals(self, signal: dict[str, Any], names: Iterable[str]) -> list[str]:
+        """These triggers as `signal`'s co-signals: each once, not itself, by priority."""
+        return sorted(set(names) - {signal["trigger"]}, key=self.rules.rank)
+
+    def stacked(self, signal: dict[str, Any], co_signals: Iterable[str]) -> dict[str, Any]:
         """`signal` with these co-signals, and the stack, route and score that follow."""
-        rules = self.rules
-        co = sorted(set(co_signals) - {signal["trigger"]}, key=rules.rank)
+        rules, co = self.rules, self.co_signals(signal, co_signals)
         stack = 1 + len(co)
         route, estimate, score = route_and_score(
             rules, signal["trigger"], signal["level"], self.state.mrr, stack, signal["evidence"]

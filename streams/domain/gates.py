@@ -148,7 +148,7 @@ def features_known(state: AccountState, rule: AdoptionRule) -> bool:
 
 def low_adoption(state: AccountState, rule: AdoptionRule) -> dict[str, Any] | None:
     """Few distinct features used in the window."""
-    used = len(state.features_in(rule.adoption_window_days))
+    used = state.features_in(rule.adoption_window_days)
     if used < rule.min_features_used:
         return {
             "features_used": used,

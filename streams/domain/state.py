@@ -517,10 +517,10 @@ class AccountState:
         first = self.today - days + 1
         return sum(1 for day in self.department_days.values() if day >= first)
 
-    def features_in(self, days: int) -> set[str]:
-        """The features used in the last `days` days."""
+    def features_in(self, days: int) -> int:
+        """How many features were used in the last `days` days."""
         first = self.today - days + 1
-        return {feature for feature, day in self.features_used.items() if day >= first}
+        return sum(1 for day in self.features_used.values() if day >= first)
 
     def answered(self, signal_id: str) -> bool:
         """Whether an outcome has answered this published signal."""

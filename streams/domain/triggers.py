@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, model_validator
@@ -693,6 +694,8 @@ def workflow_depth(state: AccountState, event: Event, rule: WorkflowDepthRule) -
     first = state.today - rule.window_days + 1
     best: tuple[int, str] | None = None
     for workflow, days in state.workflow_runs.items():
+        if sum(days.values()) <= rule.min_runs:
+            continue  # not enough runs even in all the days kept
         runs = sum(n for day, n in days.items() if day >= first)
         # the most runs; among equals, the first workflow in name order
         if best is None or runs > best[0] or (runs == best[0] and workflow < best[1]):
@@ -725,6 +728,11 @@ class PlanFeatures(Strict):
 
     features: Annotated[list[Id], Field(min_length=1)]
 
+    @cached_property
+    def listed(self) -> list[str]:
+        """The features, each once, in name order."""
+        return sorted(set(self.features))
+
 
 class ValueDiscoveryRule(TriggerRule):
     levels: Annotated[list[Annotated[float, Field(gt=0, le=1)]], AfterValidator(ascending)] = [
@@ -741,9 +749,9 @@ def value_discovery(state: AccountState, event: Event, rule: ValueDiscoveryRule)
     plan = rule.plans.get(state.plan) if state.plan is not None else None
     if plan is None or not state.features_used:
         return None
-    used = state.features_in(rule.window_days)
-    listed = sorted(set(plan.features))
-    adopted = [feature for feature in listed if feature in used]
+    first, last_used = state.today - rule.window_days + 1, state.features_used.get
+    listed = plan.listed
+    adopted = [feature for feature in listed if last_used(feature, -1) >= first]
     share = len(adopted) / len(listed)
     level = _level_reached(rule.levels, share)
     if level is None:
@@ -753,7 +761,7 @@ def value_discovery(state: AccountState, event: Event, rule: ValueDiscoveryRule)
         "features_used": len(adopted),
         "plan_features": len(listed),
         "share": round(share, 4),
-        "unused": [feature for feature in listed if feature not in used],
+        "unused": [feature for feature in listed if last_used(feature, -1) < first],
         "window_days": rule.window_days,
     }
 

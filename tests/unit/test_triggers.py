@@ -21,6 +21,7 @@ from scenario import (
     usage,
 )
 
+from streams.domain.state import AccountState
 from streams.domain.triggers import CATALOG, Fired, evaluate
 from streams.rules import Rules, parse
 
@@ -558,3 +559,54 @@ def test_evaluate_skips_a_disabled_trigger() -> None:
     evs = events(*[invite(0, "u1", f"g{n}") for n in range(5)])
 
     assert evaluate(fold(evs), evs[-1], rules.for_segment(None)) == []
+
+
+def fired_per_event(*objs: dict[str, Any]) -> list[list[str]]:
+    """Fold the events one at a time into a fresh account, evaluating the triggers after
+    each as the detector does (reusing what nothing changed)."""
+    evs = events(*objs)
+    state, rules = AccountState(evs[0].account_id), SHIPPED_RULES.for_segment(None)
+    per_event = []
+    for event in evs:
+        state.apply(event, saturation_floor=0.8)
+        per_event.append([f.trigger for f in evaluate(state, event, rules)])
+    return per_event
+
+
+@pytest.mark.parametrize(
+    ("trigger", "objs"),
+    [
+        # 8 of 10 seats since day 0.5: sustained 14 days at 14.5
+        ("seat_saturation", (account(0, seat_limit=10), *seats(8, 0.5), active(14.4, "u0"))),
+        # departments known since day 0.5: for 30 days at 30.5
+        (
+            "new_department",
+            (
+                active(0.5, "e1", "eng"),
+                active(30.2, "s1", "sales"),
+                active(30.3, "s2", "sales"),
+                active(30.4, "e1", "eng"),
+            ),
+        ),
+        # renewal at 60.5: its window opens at 0.5
+        (
+            "renewal_window",
+            (account(0, renewal_date="2024-06-30T12:00:00Z", health_score=90), active(0.4, "u1")),
+        ),
+    ],
+)
+def test_a_trigger_reading_the_clock_is_checked_again_the_same_day_when_its_time_comes(
+    trigger: str, objs: tuple[dict[str, Any], ...]
+) -> None:
+    # the last event again 0.2 days later, on the same day: nothing else changed
+    later = {**objs[-1], "day": objs[-1]["day"] + 0.2}
+
+    *_, before, after = fired_per_event(*objs, later)
+
+    assert (trigger in before, trigger in after) == (False, True)
+
+
+def test_seat_saturation_sees_a_seat_assigned_later_the_same_day() -> None:
+    *_, nine, ten = fired_per_event(account(0, seat_limit=10), *seats(9, 1), seat(1.2, "u9"))
+
+    assert ("seat_saturation" in nine, "seat_saturation" in ten) == (False, True)
