@@ -120,7 +120,7 @@ class Detector:
         # the event may have changed the segment, and with it the rules
         rules = self.rules.for_segment(state.segment)
         fired = evaluate(state, event, rules)
-        fired_names = {f.trigger for f in fired}
+        fired_names = {f.trigger for f in fired} if fired else ()
         for name, memory in state.triggers.items():
             if memory.logged and name not in fired_names:
                 # the condition ended: a later gate or suppression is news again

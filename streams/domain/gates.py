@@ -169,8 +169,12 @@ def tickets_known(state: AccountState, rule: SupportRule) -> bool:
 def support_rising(state: AccountState, rule: SupportRule) -> dict[str, Any] | None:
     """More support tickets in the last window than in the window before it."""
     window = rule.support_window_days
-    recent = state.window_sum(state.tickets, window)
-    before = state.window_sum(state.tickets, window, before=window)
+    recent = before = 0
+    for day, tickets in state.tickets.items():
+        if day > state.today - window:
+            recent += tickets
+        elif day > state.today - 2 * window:
+            before += tickets
     if recent > before:
         return {"tickets_recent": recent, "tickets_before": before, "window_days": window}
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -268,21 +268,29 @@ class AccountState:
         day = day_of(ts)
         if self.now is None or ts > self.now:
             self.now = ts
-            self.today = day_of(ts)
+            self.today = day
         department = None
-        # the most frequent types first
+        # the most frequent types first (in the simulation)
         if isinstance(event, UserActive):
-            department = event.properties.department
-        elif isinstance(event, SeatAssigned):
-            self.seats.add(event.user_id)
             department = event.properties.department
         elif isinstance(event, UsageRecorded):
             self._record_usage(event.properties.meter, event.properties.quantity, ts)
+        elif isinstance(event, FeatureUsed):
+            feature = event.properties.feature
+            if day > self.features_used.get(feature, -1):
+                self.features_used[feature] = day
+                self.changes |= FEATURE
+            self.features_ever = True
+        elif isinstance(event, WorkflowRun):
+            self._record_run(event.user_id, event.properties.workflow, event.properties.status, day)
+        elif isinstance(event, SeatAssigned):
+            self.seats.add(event.user_id)
+            department = event.properties.department
+        elif isinstance(event, SupportTicket):
+            self.tickets[day] = self.tickets.get(day, 0) + 1
+            self.tickets_ever = True
         elif isinstance(event, AccountUpdated):
             self._update_account(event)
-        elif isinstance(event, SeatRemoved):
-            self.seats.discard(event.user_id)
-            department = event.properties.department
         elif isinstance(event, FeatureGateHit):
             feature = event.properties.feature
             self.gate_features[feature] = max(day, self.gate_features.get(feature, day))
@@ -292,17 +300,9 @@ class AccountState:
         elif isinstance(event, InviteSent):
             self.invites[day] = self.invites.get(day, 0) + 1
             self.changes |= TALLY
-        elif isinstance(event, WorkflowRun):
-            self._record_run(event.user_id, event.properties.workflow, event.properties.status, day)
-        elif isinstance(event, FeatureUsed):
-            feature = event.properties.feature
-            if day > self.features_used.get(feature, -1):
-                self.features_used[feature] = day
-                self.changes |= FEATURE
-            self.features_ever = True
-        elif isinstance(event, SupportTicket):
-            self.tickets[day] = self.tickets.get(day, 0) + 1
-            self.tickets_ever = True
+        elif isinstance(event, SeatRemoved):
+            self.seats.discard(event.user_id)
+            department = event.properties.department
         elif isinstance(event, ExpansionOutcome):
             # its user recorded the outcome in a CRM: not a user of the product
             return
@@ -385,19 +385,21 @@ class AccountState:
             self.saturated_since = None
 
     def _prune(self, today: int) -> None:
+        """Drop what is older than the history kept. Each collection is rebuilt only when it
+        holds something that old (most days none does)."""
         oldest = today - HISTORY_DAYS
-        self.users = {u: r for u, r in self.users.items() if r[0] > oldest}
-        self.gate_features = {f: d for f, d in self.gate_features.items() if d > oldest}
-        self.gate_users = {u: d for u, d in self.gate_users.items() if d > oldest}
-        self.gate_hits = {d: n for d, n in self.gate_hits.items() if d > oldest}
-        self.invites = {d: n for d, n in self.invites.items() if d > oldest}
-        self.tickets = {d: n for d, n in self.tickets.items() if d > oldest}
-        self.department_days = {d: day for d, day in self.department_days.items() if day > oldest}
-        if self.workflow_days:
+        if any(record[0] <= oldest for record in self.users.values()):
+            self.users = {u: r for u, r in self.users.items() if r[0] > oldest}
+        self.gate_features = _recent_values(self.gate_features, oldest)
+        self.gate_users = _recent_values(self.gate_users, oldest)
+        self.department_days = _recent_values(self.department_days, oldest)
+        self.features_used = _recent_values(self.features_used, today - FEATURE_DAYS)
+        self.gate_hits = _recent_days(self.gate_hits, oldest)
+        self.invites = _recent_days(self.invites, oldest)
+        self.tickets = _recent_days(self.tickets, oldest)
+        # a workflow's runs and its users' days are on days workflow_days holds
+        if self.workflow_days and min(self.workflow_days) <= oldest:
             self._prune_workflows(oldest)
-        self.features_used = {
-            f: day for f, day in self.features_used.items() if day > today - FEATURE_DAYS
-        }
         if self.now is not None:
             self.seen = {k: entry for k, entry in self.seen.items() if entry[1] >= self.now}
         self.pruned_day = today
@@ -456,7 +458,7 @@ class AccountState:
         """
         hit = self.memo.get(name)
         if hit is not None and hit[0] == key:
-            return cast(T, hit[1])
+            return hit[1]  # type: ignore[no-any-return]  # (what compute gave for this key)
         value = compute()
         self.memo[name] = (key, value)
         return value
@@ -505,12 +507,10 @@ class AccountState:
             1 for record in self.users.values() if self.active_days(record, first_day, last_day)
         )
 
-    def window_sum(self, counts: dict[int, int], days: int, before: int = 0) -> int:
-        """The counts of the `days` days up to today, or of the `days` days that end
-        `before` days earlier."""
-        last = self.today - before
-        first = last - days + 1
-        return sum(n for day, n in counts.items() if first <= day <= last)
+    def window_sum(self, counts: dict[int, int], days: int) -> int:
+        """The counts of the `days` days up to today."""
+        first = self.today - days + 1
+        return sum(n for day, n in counts.items() if day >= first)
 
     def departments_in(self, days: int) -> int:
         """Distinct departments on events in the last `days` days."""
@@ -649,6 +649,20 @@ class AccountState:
         self.workflow_days = dict(map(tuple, workflow_days))
         self.tickets = dict(map(tuple, tickets))
         self.published = [Published(*p) for p in published]
+
+
+def _recent_days(counts: dict[int, T], oldest: int) -> dict[int, T]:
+    """`counts` by day without the days up to `oldest`: itself when it has none."""
+    if counts and min(counts) <= oldest:
+        return {day: n for day, n in counts.items() if day > oldest}
+    return counts
+
+
+def _recent_values(last_days: dict[str, int], oldest: int) -> dict[str, int]:
+    """`last_days` without the entries whose day is up to `oldest`: itself when it has none."""
+    if last_days and min(last_days.values()) <= oldest:
+        return {key: day for key, day in last_days.items() if day > oldest}
+    return last_days
 
 
 def _mark_day(record: list[Any], day: int) -> bool:

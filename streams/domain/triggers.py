@@ -162,8 +162,13 @@ MAX_RATIO = 1e12
 
 
 def _level_reached(levels: list[float], ratio: float) -> float | None:
-    reached = [level for level in levels if ratio >= level]
-    return reached[-1] if reached else None
+    """The highest of the (ascending) levels the ratio reaches."""
+    reached = None
+    for level in levels:
+        if ratio < level:
+            break
+        reached = level
+    return reached
 
 
 # -- usage_ceiling ----------------------------------------------------------------------
