@@ -89,7 +89,8 @@ class Detector:
 
     def apply(self, state: AccountState, event: Event) -> Outcome:
         """Fold one event into the account's state and decide what it leads to."""
-        rules = self.rules.for_segment(state.segment)
+        segment = state.segment
+        rules = self.rules.for_segment(segment)
         ts = event.timestamp
         key = event_key(event.event_id)
         seen_at = state.seen_at(key)
@@ -117,8 +118,9 @@ class Detector:
         if previous_now is not None and ts < previous_now - rules.late_allowance_hours * HOUR:
             outcome.late = True
             return outcome
-        # the event may have changed the segment, and with it the rules
-        rules = self.rules.for_segment(state.segment)
+        if state.segment != segment:
+            # the event changed the segment, and with it the rules
+            rules = self.rules.for_segment(state.segment)
         fired = evaluate(state, event, rules)
         fired_names = {f.trigger for f in fired} if fired else ()
         for name, memory in state.triggers.items():

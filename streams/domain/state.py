@@ -308,7 +308,8 @@ class AccountState:
             return
         if event.user_id is not None:
             self._mark_active(event.user_id, day, department, ts)
-        self._track_saturation(ts, saturation_floor)
+        if self.seat_limit or self.saturated_since is not None:
+            self._track_saturation(ts, saturation_floor)
         if self.today > self.pruned_day:
             self._prune(self.today)
 
@@ -388,8 +389,10 @@ class AccountState:
         """Drop what is older than the history kept. Each collection is rebuilt only when it
         holds something that old (most days none does)."""
         oldest = today - HISTORY_DAYS
-        if any(record[0] <= oldest for record in self.users.values()):
-            self.users = {u: r for u, r in self.users.items() if r[0] > oldest}
+        for record in self.users.values():
+            if record[0] <= oldest:
+                self.users = {u: r for u, r in self.users.items() if r[0] > oldest}
+                break
         self.gate_features = _recent_values(self.gate_features, oldest)
         self.gate_users = _recent_values(self.gate_users, oldest)
         self.department_days = _recent_values(self.department_days, oldest)
@@ -520,7 +523,7 @@ class AccountState:
     def features_in(self, days: int) -> int:
         """How many features were used in the last `days` days."""
         first = self.today - days + 1
-        return sum(1 for day in self.features_used.values() if day >= first)
+        return len([day for day in self.features_used.values() if day >= first])
 
     def answered(self, signal_id: str) -> bool:
         """Whether an outcome has answered this published signal."""

@@ -141,11 +141,6 @@ def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fir
         last = state.evaluated = Evaluated(rules, state.today, {})
     firings = last.firings
     for trigger, check, rule, once_per, reads in checks:
-        if once_per is not None:
-            memory = state.triggers.get(trigger)
-            key = once_per(state)
-            if memory is not None and key is not None and memory.published_for == key:
-                continue
         if reads is not None and not reads & changed and trigger in firings:
             result = firings[trigger]
         else:
@@ -154,6 +149,11 @@ def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fir
             if reads is not None:
                 firings[trigger] = result
         if result is not None:
+            if once_per is not None:
+                memory = state.triggers.get(trigger)
+                key = once_per(state)
+                if memory is not None and key is not None and memory.published_for == key:
+                    continue  # published for this already
             fired.append(result)
     return fired
 
@@ -643,29 +643,25 @@ def workflow_expansion(
 def _workflow_means(state: AccountState, rule: WorkflowExpansionRule) -> list[float] | None:
     """The mean distinct workflows per running user in each block, latest first; None as
     soon as a block's mean is not above min_mean_workflows."""
+    today, block_bits = state.today, (1 << rule.block_days) - 1
     means = []
     for block in range(rule.blocks):
-        last = state.today - block * rule.block_days
-        first = last - rule.block_days + 1
+        shift = block * rule.block_days
         users = pairs = 0
         for workflows in state.workflow_users.values():
-            ran = sum(1 for record in workflows.values() if _days_in(record, first, last))
-            users += ran > 0
-            pairs += ran
+            ran = 0
+            for last_day, mask in workflows.values():
+                # the days as bits counted back from today (bit j: today - j; a record's
+                # last day is never after today), then the block's
+                if (mask << (today - last_day)) >> shift & block_bits:
+                    ran += 1
+            if ran:
+                users += 1
+                pairs += ran
         if not users or pairs / users <= rule.min_mean_workflows:
             return None
         means.append(round(pairs / users, 2))
     return means
-
-
-def _days_in(record: list[int], first: int, last: int) -> int:
-    """Days from first to last (inclusive) set in a [last_day, day_mask] record."""
-    record_last, mask = record
-    if record_last < first:
-        return 0
-    mask >>= max(0, record_last - last)
-    span = min(record_last, last) - first + 1
-    return (mask & ((1 << span) - 1)).bit_count()
 
 
 def _workflow_expansion_why(e: dict[str, Any]) -> str:
