@@ -35,8 +35,8 @@ class Outcome:
     late: bool = False
 
 
-# The outcome of an event that led to nothing, and of a duplicate: shared (one per event cost
-# a third of a microsecond), so never changed; the detector makes a new one to fill.
+# The outcome of an event that led to nothing, and of a duplicate: shared (a new one per event
+# cost about half a microsecond), so never changed; the detector makes a new one to fill.
 NOTHING = Outcome()
 DUPLICATE = Outcome(duplicate=True)
 
