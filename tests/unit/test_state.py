@@ -10,13 +10,16 @@ from scenario import (
     account,
     active,
     events,
+    feature,
     fold,
     gate_hit,
     invite,
     run,
     seat,
     signals,
+    ticket,
     usage,
+    workflow,
 )
 
 from streams.clock import DAY, day_of, month_of
@@ -267,6 +270,29 @@ def test_pruning_forgets_only_what_no_window_can_reach() -> None:
     assert state.gate_features == {}
     assert state.invites == {}
     assert state.active_days(state.users["kept"], state.today - 30, state.today) == 1
+
+
+def test_pruning_forgets_the_v2_data_no_window_can_reach_and_keeps_feature_use_a_year() -> None:
+    # on day 70, the last day the history no longer holds
+    edge = 70 - HISTORY_DAYS
+    state = fold(
+        events(
+            workflow(edge, "gone", "export"),
+            ticket(edge),
+            active(edge, "gone", "legal"),
+            feature(edge, "gone", "sso"),
+            workflow(edge + 1, "kept", "report"),
+            ticket(edge + 1),
+            active(70, "u1", "eng"),
+        )
+    )
+
+    assert set(state.workflow_runs) == {"report"}
+    assert set(state.workflow_days) == {DAY0 + edge + 1}
+    assert set(state.workflow_users) == {"kept"}
+    assert state.tickets == {DAY0 + edge + 1: 1}
+    assert set(state.department_days) == {"eng"}
+    assert state.features_used == {"sso": DAY0 + edge}  # windows of up to a year read it
 
 
 def test_a_user_inactive_for_longer_than_the_history_is_not_active_in_any_window() -> None:
