@@ -15,7 +15,16 @@ from streams.clock import DAY, format_time
 from streams.domain.state import AccountState
 from streams.io import metrics
 from streams.io.delivery import Delivery, Record
-from streams.io.records import Account, Encoded, decode, encode, is_part, state_of
+from streams.io.records import (
+    Account,
+    Encoded,
+    compress,
+    decode,
+    encode,
+    encode_later,
+    is_part,
+    state_of,
+)
 from streams.io.topics import partition_for
 from streams.settings import Settings
 
@@ -148,39 +157,56 @@ class AccountStore:
         """
         async with self.save_lock:
             self.saving, self.unsaved = self.unsaved, {}
-            changelog = self.table.changelog_topic
             records: list[Record] = []
             saved: list[AccountState] = []
-            # the agent goes on between slices
-            async for account_key, account in in_slices(list(self.saving.items()), SAVE_SLICE):
-                if account_key not in self.saving:
-                    continue  # its partition was revoked meanwhile (forget)
-                encoded = encode(
-                    account, account_key, self.message_max_bytes, self.account_max_bytes
-                )
-                saved.append(account.state)  # (its scorecard row, whether or not it fits)
-                if encoded.dropped_before is not None or not encoded.fits:
-                    self._over_limit(account, account_key, encoded)
-                if not encoded.fits:
-                    # kept in memory as it is: the table's value, if any, is older
-                    self.cached[account_key] = (self.table.data.get(account_key), account)
-                    continue
-                home = partition_for(account_key, self.partitions)
-                saved_before = account_key in self.table.data
-                for key, value in (*encoded.parts.items(), (account_key, encoded.head)):
-                    self.table.data[key] = value
-                    records.append((changelog, key, value, home))
-                for key in encoded.stale:
-                    self.table.data.pop(key, None)
-                    records.append((changelog, key, None, home))
-                if saved_before or encoded.size >= CACHE_MIN_BYTES:
-                    self._cache(account_key, encoded.head, account)
-                else:
-                    self.cached.pop(account_key, None)
+            accounts = list(self.saving.items())
+            limits = self.message_max_bytes, self.account_max_bytes
+            for first in range(0, len(accounts), SAVE_SLICE):
+                later: list[tuple[bytes, Account, bytes]] = []  # heads to compress
+                for account_key, account in accounts[first : first + SAVE_SLICE]:
+                    if account_key not in self.saving:
+                        continue  # its partition was revoked meanwhile (forget)
+                    saved.append(account.state)  # (its scorecard row, whether or not it fits)
+                    head = encode_later(account, account_key, *limits)
+                    if head is None:
+                        encoded = encode(account, account_key, *limits)
+                        self._store(account_key, account, encoded, records)
+                    else:
+                        later.append((account_key, account, head))
+                # the agent goes on meanwhile; zlib lets go of the GIL while it compresses
+                heads = await asyncio.to_thread(list, map(compress, [head for *_, head in later]))
+                for (account_key, account, _), head in zip(later, heads, strict=True):
+                    if account_key in self.saving:  # not revoked meanwhile
+                        encoded = Encoded(head, {}, size=len(head))
+                        self._store(account_key, account, encoded, records)
             await self.delivery.deliver(records, self._send_changelog)
             if self.after_save is not None:
                 await self.after_save(saved)
             self.saving = {}
+
+    def _store(
+        self, account_key: bytes, account: Account, encoded: Encoded, records: list[Record]
+    ) -> None:
+        """Put an account's records in the table, and their changelog records in `records`."""
+        if encoded.dropped_before is not None or not encoded.fits:
+            self._over_limit(account, account_key, encoded)
+        if not encoded.fits:
+            # kept in memory as it is: the table's value, if any, is older
+            self.cached[account_key] = (self.table.data.get(account_key), account)
+            return
+        changelog = self.table.changelog_topic
+        home = partition_for(account_key, self.partitions)
+        saved_before = account_key in self.table.data
+        for key, value in (*encoded.parts.items(), (account_key, encoded.head)):
+            self.table.data[key] = value
+            records.append((changelog, key, value, home))
+        for key in encoded.stale:
+            self.table.data.pop(key, None)
+            records.append((changelog, key, None, home))
+        if saved_before or encoded.size >= CACHE_MIN_BYTES:
+            self._cache(account_key, encoded.head, account)
+        else:
+            self.cached.pop(account_key, None)
 
     def _cache(self, account_key: bytes, head: bytes, account: Account) -> None:
         """Keep a saved account's decoded state beside the head just written."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
+from faust.types import TP
 from scenario import (
     SHIPPED_RULES,
     account,
@@ -27,6 +28,7 @@ from streams.events import Event
 from streams.io.accounts import AccountStore, summarize
 from streams.io.delivery import Delivery
 from streams.io.records import Account, decode, encode
+from streams.io.topics import partition_for
 from streams.settings import Settings
 
 POSITIONS = {0: (41, 0), 3: (7, 2)}
@@ -197,3 +199,72 @@ def test_a_new_account_is_not_kept_decoded_until_it_comes_back(tmp_path: Path) -
 
     asyncio.run(change_and_save(second, history[3:6]))
     assert store.load("acct-0", key) is second  # saved before: kept decoded
+
+
+def kept_store(tmp_path: Path) -> tuple[AccountStore, KeptRecords, Settings]:
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path)
+    sent = KeptRecords()
+    return AccountStore(new_faust_app(settings), settings, cast(Delivery, sent)), sent, settings
+
+
+def test_an_account_changed_while_its_save_is_compressed_is_saved_as_it_was_then_and_again(
+    tmp_path: Path,
+) -> None:
+    """The agent goes on while heads are compressed: the table gets the state as the save
+    found it, and the change made meanwhile waits for the next save."""
+    store, sent, _ = kept_store(tmp_path)
+    key = b"acct-0"
+    history = seat_history()
+    detector = Detector(SHIPPED_RULES)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        account = store.load("acct-0", key)
+        apply_events(detector, account.state, history[:3])
+        await store.changed(key, account)
+        found = encode(
+            decode(stored_value(account, key), {}.get, key), key, limit=LIMIT, budget=LIMIT
+        ).head
+
+        async def meanwhile() -> None:
+            again = store.load("acct-0", key)
+            assert apply_events(detector, again.state, history[3:]).changed
+            await store.changed(key, again)
+
+        task = asyncio.create_task(meanwhile())
+        await store.save()
+        await task
+        first = store.table.data[key]
+        assert first == found
+        assert key in store.unsaved
+        await store.save()
+        return first, store.table.data[key]
+
+    first, second = asyncio.run(scenario())
+    first_state, second_state = (decode(v, {}.get, key).state.to_bytes() for v in (first, second))
+    assert second_state != first_state
+    assert second_state == store.load("acct-0", key).state.to_bytes()
+    assert [record[2] for record in sent.records] == [first, second]
+
+
+def test_an_account_whose_partition_is_revoked_while_its_save_is_compressed_is_not_written(
+    tmp_path: Path,
+) -> None:
+    store, sent, settings = kept_store(tmp_path)
+    key = b"acct-0"
+
+    async def scenario() -> None:
+        account = store.load("acct-0", key)
+        apply_events(Detector(SHIPPED_RULES), account.state, seat_history())
+        await store.changed(key, account)
+
+        async def revoke() -> None:
+            partition = partition_for(key, settings.topic_partitions)
+            store.forget([TP(settings.topic_events, partition)])
+
+        task = asyncio.create_task(revoke())
+        await store.save()
+        await task
+
+    asyncio.run(scenario())
+    assert key not in store.table.data
+    assert sent.records == []
