@@ -118,6 +118,17 @@ def test_build_info_carries_the_rules_digest() -> None:
     assert labels.items() <= samples[0].labels.items()
 
 
+def test_the_exposition_has_no_created_series_beside_counters_and_histograms() -> None:
+    metrics.SIGNALS.labels("seat_saturation", "sales").inc()
+    metrics.DAYS_TO_OUTCOME.labels("seat_saturation", "won").observe(12)
+
+    body = metrics.exposition()[0].decode()
+
+    assert 'expansion_signals_total{route="sales",trigger="seat_saturation"}' in body
+    assert 'expansion_outcome_days_count{stage="won",trigger="seat_saturation"}' in body
+    assert "_created" not in body
+
+
 def record(message: str, error: BaseException | None = None) -> logging.LogRecord:
     exc_info = (type(error), error, None) if error else None
     return logging.LogRecord("streams.io.agents", logging.WARNING, "", 0, message, (), exc_info)

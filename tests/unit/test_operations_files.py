@@ -169,11 +169,11 @@ def exported_metrics() -> frozenset[str]:
     """
     assert worker_metrics.EVENTS is not None  # the worker's metrics are registered
     suffixes = {
-        "counter": ("_total", "_created"),
+        "counter": ("_total",),
         "gauge": ("",),
-        "histogram": ("_bucket", "_count", "_sum", "_created"),
+        "histogram": ("_bucket", "_count", "_sum"),
         "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
-        "summary": ("", "_count", "_sum", "_created"),
+        "summary": ("", "_count", "_sum"),
         "info": ("_info",),
         "stateset": ("",),
         "unknown": ("",),
