@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import zlib
 from pathlib import Path
 from typing import Any, cast
@@ -268,3 +269,31 @@ def test_an_account_whose_partition_is_revoked_while_its_save_is_compressed_is_n
     asyncio.run(scenario())
     assert key not in store.table.data
     assert sent.records == []
+
+
+def test_the_store_writes_a_head_that_fits_only_compressed_and_not_one_over_the_limit(
+    tmp_path: Path,
+) -> None:
+    """A small account whose JSON is over a record's limit is still saved when it fits
+    compressed; one over the limit even compressed is not written at all."""
+    store, sent, _ = kept_store(tmp_path)
+    store.message_max_bytes = 65_536
+    fits = Account(busy_state(), {})
+    fits.state.departments = {f"department-{n:06d}": float(n) for n in range(5_000)}
+    over = Account(busy_state(), {})
+    names = (hashlib.sha512(b"%d" % n).hexdigest() for n in range(3_000))
+    over.state.departments = {name: float(n) for n, name in enumerate(names)}
+    assert len(fits.state.to_bytes()) > 65_536
+
+    async def save() -> None:
+        await store.changed(b"fits", fits)
+        await store.changed(b"over", over)
+        await store.save()
+
+    asyncio.run(save())
+
+    assert b"over" not in store.table.data
+    assert [record[1] for record in sent.records] == [b"fits"]
+    assert len(store.table.data[b"fits"]) <= 65_536
+    restored = decode(store.table.data[b"fits"], {}.get, b"fits").state
+    assert restored.departments == fits.state.departments
