@@ -32,8 +32,11 @@ def month_start(month: int) -> float:
     return datetime(month // 12, month % 12 + 1, 1, tzinfo=UTC).timestamp()
 
 
+@lru_cache(maxsize=4096)
 def format_time(seconds: float) -> str:
-    """RFC 3339 in UTC with a Z suffix and millisecond precision."""
+    """RFC 3339 in UTC with a Z suffix and millisecond precision. Cached: most times
+    formatted are an account's own (a renewal date, a publication, the saturation's start),
+    written again on every event while a trigger holds."""
     # isoformat cuts microseconds to milliseconds, as strftime and // 1000 did, a third faster
     return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 

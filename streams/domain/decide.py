@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,8 +161,8 @@ class _Step:
             state.primary.stall_decided = True
             if gate is not None:
                 self.suppress(stalled, *gate)
-            elif (cooldown := self.cooldown(stalled, now)) is not None:
-                self.suppress(stalled, "cooldown", cooldown)
+            elif self.cooling_down(stalled, now):
+                self.suppress(stalled, "cooldown", self.cooldown)
             else:
                 current = state.primary.signal
                 self.publish(stalled, current["co_signals"], [], current["signal_id"])
@@ -170,24 +170,28 @@ class _Step:
         for trigger in fired:
             if gate is not None:
                 self.suppress(trigger, *gate)
-            elif (cooldown := self.cooldown(trigger, now)) is not None:
-                self.suppress(trigger, "cooldown", cooldown)
+            elif self.cooling_down(trigger, now):
+                self.suppress(trigger, "cooldown", self.cooldown)
             else:
                 candidates.append(trigger)
         if candidates:
             self.resolve_collisions(candidates)
         return self.outcome
 
-    def cooldown(self, fired: Fired, now: float) -> dict[str, Any] | None:
-        """The cooldown `fired` is in, if it was published lately at this level or above."""
+    def cooling_down(self, fired: Fired, now: float) -> bool:
+        """Whether `fired` was published lately at this level or above."""
         memory = self.state.triggers.get(fired.trigger)
         if memory is None or memory.level is None or memory.published_at is None:
-            return None
-        if (
-            now - memory.published_at >= self.rules.cooldown_days * DAY
-            or fired.level > memory.level
-        ):
-            return None
+            return False
+        return (
+            now - memory.published_at < self.rules.cooldown_days * DAY
+            and fired.level <= memory.level
+        )
+
+    def cooldown(self, fired: Fired) -> dict[str, Any]:
+        """The cooldown `fired` is in: the decision's detail."""
+        memory = self.state.triggers[fired.trigger]
+        assert memory.published_at is not None
         return {
             "published_level": memory.level,
             "published_at": format_time(memory.published_at),
@@ -319,8 +323,14 @@ class _Step:
             "departments_30d": state.departments_in(CONTEXT_DAYS),
         }
 
-    def suppress(self, fired: Fired, reason: str, detail: dict[str, Any]) -> None:
-        """Log a fired trigger that is not published, once per (trigger, level, reason)."""
+    def suppress(
+        self,
+        fired: Fired,
+        reason: str,
+        detail: dict[str, Any] | Callable[[Fired], dict[str, Any]],
+    ) -> None:
+        """Log a fired trigger that is not published, once per (trigger, level, reason).
+        `detail` may be how to make it: made only when the decision is logged."""
         memory = self.state.triggers.get(fired.trigger)
         if memory is None:
             memory = self.state.triggers[fired.trigger] = TriggerMemory()
@@ -329,6 +339,8 @@ class _Step:
         if logged in memory.logged:
             return
         memory.logged.append(logged)
+        if callable(detail):
+            detail = detail(fired)
         would_be = self.signal(fired, None)
         decision_id = hashlib.sha256(f"{would_be['signal_id']}\x1f{reason}".encode())
         self.outcome.decisions.append(

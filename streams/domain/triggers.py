@@ -141,6 +141,12 @@ def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fir
         last = state.evaluated = Evaluated(rules, state.today, {})
     firings = last.firings
     for trigger, check, rule, once_per, reads in checks:
+        if once_per is not None:
+            memory = state.triggers.get(trigger)
+            if memory is not None and memory.published_for is not None:
+                if memory.published_for == once_per(state):
+                    firings.pop(trigger, None)  # (a result kept would miss the changes)
+                    continue  # published for this already: not checked
         if reads is not None and not reads & changed and trigger in firings:
             result = firings[trigger]
         else:
@@ -149,11 +155,6 @@ def evaluate(state: AccountState, event: Event, rules: SegmentRules) -> list[Fir
             if reads is not None:
                 firings[trigger] = result
         if result is not None:
-            if once_per is not None:
-                memory = state.triggers.get(trigger)
-                key = once_per(state)
-                if memory is not None and key is not None and memory.published_for == key:
-                    continue  # published for this already
             fired.append(result)
     return fired
 
@@ -317,11 +318,15 @@ def new_department(state: AccountState, event: Event, rule: NewDepartmentRule) -
         return None
     assert state.now is not None
     today = state.today
-    known_since, new = state.memoized(
-        "new_departments",
-        (rule.window_days, today, state.department_revision),
-        lambda: _new_departments(state, today - rule.window_days + 1),
-    )
+    # (state.memoized, inline: this runs on every event of an account with departments)
+    key = (rule.window_days, today, state.department_revision)
+    hit = state.memo.get("new_departments")
+    if hit is None or hit[0] != key:
+        hit = state.memo["new_departments"] = (
+            key,
+            _new_departments(state, today - rule.window_days + 1),
+        )
+    known_since, new = hit[1]
     if not new or state.now - known_since < rule.departments_known_days * DAY:
         return None
     return state.memoized(
