@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -33,6 +35,36 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
 return due
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A ledger mark: `ledger:<signal_id>` for a published signal, `outcome:<key>` for a
+    written outcome record, with its place on its topic (`signals` or `outcomes`) and what
+    it does to the response SLA's pending set."""
+
+    key: str
+    topic: str
+    partition: int | None
+    offset: int | None
+    enters: tuple[str, float] | None = None  # (member, deadline) to enter in it
+    takes_out: str | None = None  # the member to take out of it
+
+    @classmethod
+    def published(
+        cls,
+        signal_id: str,
+        partition: int | None,
+        offset: int | None,
+        pending: tuple[str, float] | None,
+    ) -> Mark:
+        return cls(f"ledger:{signal_id}", "signals", partition, offset, enters=pending)
+
+    @classmethod
+    def answered(
+        cls, answer_key: str, partition: int | None, offset: int | None, answered: str | None
+    ) -> Mark:
+        return cls(f"outcome:{answer_key}", "outcomes", partition, offset, takes_out=answered)
 
 
 def redacted(url: str) -> str:
@@ -105,13 +137,30 @@ class Ledger:
         return up
 
     async def published(self, signal_id: str) -> bool:
-        key = f"{self.prefix}ledger:{signal_id}"
-        return bool(await self._retrying(lambda: self.redis.exists(key)))
+        return (await self.written([signal_id], []))[0][0]
 
     async def answered(self, answer_key: str) -> bool:
         """Whether the outcome record of (signal_id, stage) `answer_key` was written."""
-        key = f"{self.prefix}outcome:{answer_key}"
-        return bool(await self._retrying(lambda: self.redis.exists(key)))
+        return (await self.written([], [answer_key]))[1][0]
+
+    async def written(
+        self, signal_ids: Sequence[str], answer_keys: Sequence[str]
+    ) -> tuple[list[bool], list[bool]]:
+        """Which of these signals are in the ledger, and which of these outcome records were
+        written: in one round trip."""
+        keys = [f"{self.prefix}ledger:{signal_id}" for signal_id in signal_ids]
+        keys += [f"{self.prefix}outcome:{answer_key}" for answer_key in answer_keys]
+        if not keys:
+            return [], []
+
+        async def read() -> list[int]:
+            pipe = self.redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            return await pipe.execute()  # type: ignore[no-any-return]
+
+        found = [bool(n) for n in await self._retrying(read)]
+        return found[: len(signal_ids)], found[len(signal_ids) :]
 
     async def mark_published(
         self,
@@ -123,7 +172,7 @@ class Ledger:
         """Record a signal as published; with its place on the signals topic, move that
         partition's checkpoint: everything up to it is in the ledger. `pending` (member,
         deadline) enters the signal in the response SLA's pending set (streams.io.sla)."""
-        await self._mark(f"ledger:{signal_id}", "signals", partition, offset, pending, None)
+        await self.mark([Mark.published(signal_id, partition, offset, pending)])
 
     async def mark_answered(
         self,
@@ -134,26 +183,26 @@ class Ledger:
     ) -> None:
         """Record the outcome record of `answer_key` as written, as mark_published does a
         signal; `answered` is the SLA member the answer takes out of the pending set."""
-        await self._mark(f"outcome:{answer_key}", "outcomes", partition, offset, None, answered)
+        await self.mark([Mark.answered(answer_key, partition, offset, answered)])
 
-    async def _mark(
-        self,
-        key: str,
-        topic: str,
-        partition: int | None,
-        offset: int | None,
-        pending: tuple[str, float] | None,
-        answered: str | None,
-    ) -> None:
+    async def mark(self, marks: Sequence[Mark], serving: dict[str, Any] | None = None) -> None:
+        """Write these marks and, last, `serving` as the account's current signal (it has its
+        emitted_at: see serve), in one transaction."""
+
         async def write() -> None:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.set(f"{self.prefix}{key}", 1, ex=LEDGER_TTL_SECONDS)
-            if partition is not None and offset is not None:
-                pipe.eval(_ADVANCE, 1, f"{self.prefix}{topic}_checkpoint", partition, offset)
-            if pending is not None:
-                pipe.zadd(f"{self.prefix}{SLA_PENDING}", {pending[0]: pending[1]})
-            if answered is not None:
-                pipe.zrem(f"{self.prefix}{SLA_PENDING}", answered)
+            for mark in marks:
+                pipe.set(f"{self.prefix}{mark.key}", 1, ex=LEDGER_TTL_SECONDS)
+                if mark.partition is not None and mark.offset is not None:
+                    checkpoint = f"{self.prefix}{mark.topic}_checkpoint"
+                    pipe.eval(_ADVANCE, 1, checkpoint, mark.partition, mark.offset)
+                if mark.enters is not None:
+                    member, deadline = mark.enters
+                    pipe.zadd(f"{self.prefix}{SLA_PENDING}", {member: deadline})
+                if mark.takes_out is not None:
+                    pipe.zrem(f"{self.prefix}{SLA_PENDING}", mark.takes_out)
+            if serving is not None:
+                self._serving(pipe, serving)
             await pipe.execute()
 
         await self._retrying(write)
@@ -189,11 +238,14 @@ class Ledger:
                 if before.get("signal_id") == current["signal_id"]:
                     current = {**current, "emitted_at": before.get("emitted_at")}
             pipe = self.redis.pipeline(transaction=True)
-            pipe.set(key, orjson.dumps(current))
-            pipe.zadd(f"{self.prefix}accounts_by_score", {current["account_id"]: current["score"]})
+            self._serving(pipe, current)
             await pipe.execute()
 
         await self._retrying(write)
+
+    def _serving(self, pipe: Pipeline, primary: dict[str, Any]) -> None:
+        pipe.set(f"{self.prefix}primary:{primary['account_id']}", orjson.dumps(primary))
+        pipe.zadd(f"{self.prefix}accounts_by_score", {primary["account_id"]: primary["score"]})
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -15,7 +15,7 @@ from streams.domain.decide import Outcome
 from streams.domain.outcomes import Answer
 from streams.io import metrics
 from streams.io.delivery import Delivery, Record
-from streams.io.ledger import Ledger
+from streams.io.ledger import Ledger, Mark
 from streams.io.outcomes import count_answer
 from streams.io.sla import ResponseSla
 
@@ -29,7 +29,9 @@ class KafkaPublisher:
     it, and the serving view is written last: a crash in between leaves a record on the
     topic that the next owner's reconcile marks (streams.io.reconcile), never a ledger
     entry without a record. The marks also enter csm and sales signals in the response
-    SLA's pending set and take answered ones out (streams.io.sla).
+    SLA's pending set and take answered ones out (streams.io.sla). Redis is read once per
+    publication (which of its signals and records are written already) and written once
+    (the marks and the serving view, in one transaction).
     """
 
     def __init__(
@@ -57,19 +59,24 @@ class KafkaPublisher:
         answers: list[tuple[Answer, int]] = []
         serving = None
         emitted = time.time()
+        published, answered = await self.ledger.written(
+            [signal["signal_id"] for outcome in outcomes for signal in outcome.signals],
+            [answer.key for outcome in outcomes for answer in outcome.answers],
+        )
+        seen_signals, seen_answers = iter(published), iter(answered)
         for outcome in outcomes:
             for decision in outcome.decisions:
                 metrics.DECISIONS.labels(decision["reason"]).inc()
                 records.append((self.decisions, key, orjson.dumps(decision), None))
             for signal in outcome.signals:
-                if await self.ledger.published(signal["signal_id"]):
+                if next(seen_signals):
                     metrics.SIGNALS_DEDUPLICATED.inc()
                     continue
                 signal = {**signal, "emitted_at": format_time(emitted)}
                 signals.append((signal, len(records)))
                 records.append((self.signals, key, orjson.dumps(signal), None))
             for answer in outcome.answers:
-                if await self.ledger.answered(answer.key):
+                if next(seen_answers):
                     continue
                 answers.append((answer, len(records)))
                 record = orjson.dumps(answer.record(account_id))
@@ -78,11 +85,27 @@ class KafkaPublisher:
                 metrics.OUTCOMES_UNMATCHED.inc()
             serving = outcome.serving or serving
         placed = await self.delivery.deliver(records) if records else []
-        for signal, index in signals:
-            sent = placed[index]
-            partition, offset = getattr(sent, "partition", None), getattr(sent, "offset", None)
-            pending = self.sla.pending(signal, emitted)
-            await self.ledger.mark_published(signal["signal_id"], partition, offset, pending)
+        marks = [
+            Mark.published(
+                signal["signal_id"], *_place(placed[index]), self.sla.pending(signal, emitted)
+            )
+            for signal, index in signals
+        ]
+        marks += [
+            Mark.answered(answer.key, *_place(placed[index]), self.sla.answered(answer))
+            for answer, index in answers
+        ]
+        if serving is not None:
+            sent_now = {signal["signal_id"]: signal for signal, _ in signals}
+            serving = sent_now.get(serving["signal_id"], serving)
+        if serving is not None and serving.get("emitted_at") is None:
+            # one that keeps the emitted_at stored for it: read first (Ledger.serve)
+            if marks:
+                await self.ledger.mark(marks)
+            await self.ledger.serve(serving)
+        elif marks or serving is not None:
+            await self.ledger.mark(marks, serving)
+        for signal, _ in signals:
             metrics.SIGNALS.labels(signal["trigger"], signal["route"]).inc()
             if sent_at is not None:
                 metrics.LATENCY.observe(max(0.0, time.time() - sent_at))
@@ -95,13 +118,10 @@ class KafkaPublisher:
                 signal["route"],
                 signal["score"],
             )
-        for answer, index in answers:
-            sent = placed[index]
-            partition, offset = getattr(sent, "partition", None), getattr(sent, "offset", None)
-            await self.ledger.mark_answered(
-                answer.key, partition, offset, self.sla.answered(answer)
-            )
+        for answer, _ in answers:
             count_answer(answer, account_id)
-        if serving is not None:
-            sent_now = {signal["signal_id"]: signal for signal, _ in signals}
-            await self.ledger.serve(sent_now.get(serving["signal_id"], serving))
+
+
+def _place(sent: Any) -> tuple[int | None, int | None]:
+    """The partition and offset of an acked record."""
+    return getattr(sent, "partition", None), getattr(sent, "offset", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +14,7 @@ from scenario import SHIPPED_RULES, account, decisions, events, invite, outcome,
 from streams.clock import parse_time
 from streams.events import Event
 from streams.io.delivery import Record
+from streams.io.ledger import Mark
 from streams.io.publisher import KafkaPublisher
 from streams.io.sla import ResponseSla
 from streams.publish import Collected, Publisher
@@ -36,36 +38,30 @@ class MemoryLedger:
         self.answers: dict[str, tuple[int | None, int | None]] = {}
         self.pending: dict[str, float] = {}  # the response SLA's sorted set
         self.served: dict[str, dict[str, Any]] = {}
+        self.round_trips = 0
 
-    async def published(self, signal_id: str) -> bool:
-        return signal_id in self.marked
+    async def written(
+        self, signal_ids: Sequence[str], answer_keys: Sequence[str]
+    ) -> tuple[list[bool], list[bool]]:
+        self.round_trips += 1
+        return [s in self.marked for s in signal_ids], [a in self.answers for a in answer_keys]
 
-    async def answered(self, answer_key: str) -> bool:
-        return answer_key in self.answers
-
-    async def mark_published(
-        self,
-        signal_id: str,
-        partition: int | None = None,
-        offset: int | None = None,
-        pending: tuple[str, float] | None = None,
-    ) -> None:
-        self.marked[signal_id] = (partition, offset)
-        if pending is not None:
-            self.pending[pending[0]] = pending[1]
-
-    async def mark_answered(
-        self,
-        answer_key: str,
-        partition: int | None = None,
-        offset: int | None = None,
-        answered: str | None = None,
-    ) -> None:
-        self.answers[answer_key] = (partition, offset)
-        if answered is not None:
-            self.pending.pop(answered, None)
+    async def mark(self, marks: Sequence[Mark], serving: dict[str, Any] | None = None) -> None:
+        self.round_trips += 1
+        for mark in marks:
+            kind, _, name = mark.key.partition(":")
+            written = self.marked if kind == "ledger" else self.answers
+            written[name] = (mark.partition, mark.offset)
+            if mark.enters is not None:
+                self.pending[mark.enters[0]] = mark.enters[1]
+            if mark.takes_out is not None:
+                self.pending.pop(mark.takes_out, None)
+        if serving is not None:
+            assert serving["emitted_at"] is not None
+            self.served[serving["account_id"]] = serving
 
     async def serve(self, primary: dict[str, Any]) -> None:
+        self.round_trips += 2  # a read, then a write
         self.served[primary["account_id"]] = primary
 
 
@@ -268,3 +264,14 @@ def test_an_in_app_signal_waits_for_no_person() -> None:
 
     assert {s["route"] for s in signals(outcomes)} == {"in_app"}
     assert ledger.marked and ledger.pending == {}
+
+
+def test_the_live_publisher_reads_the_ledger_once_and_writes_it_once_per_publication() -> None:
+    outcomes = run(answered_history())  # a signal, and two outcome records answering it
+    ledger, broker = MemoryLedger(), AckingBroker()
+    asyncio.run(live_publisher(ledger, broker).publish("acme", outcomes))
+
+    assert len(ledger.marked) == 1 and len(ledger.answers) == 2
+    assert ledger.round_trips == 2  # what is written already; the marks and the serving view
+    (served,) = ledger.served.values()
+    assert served["emitted_at"] is not None
