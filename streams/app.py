@@ -82,7 +82,7 @@ def create_app(settings: Settings, rules: Rules) -> faust.App:
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            body, content_type = metrics.exposition()
+            body, content_type = metrics.exposition(request.url.query.getall("name[]", []))
             return self.bytes(body, content_type=content_type.split(";")[0])
 
     @app.page("/scorecard")

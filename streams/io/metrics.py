@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
@@ -195,6 +196,9 @@ def record_state(
         TRIGGER_REACH.labels(trigger).set(reached / len(active) if active else 0.0)
 
 
-def exposition() -> tuple[bytes, str]:
-    """The current metrics in the Prometheus text format, and its content type."""
-    return generate_latest(), CONTENT_TYPE_LATEST
+def exposition(names: Collection[str] = ()) -> tuple[bytes, str]:
+    """The current metrics in the Prometheus text format, and its content type; only the
+    series of these names when any are given (`/metrics?name[]=...`, as Prometheus's own
+    clients serve it)."""
+    registry = REGISTRY.restricted_registry(names) if names else REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import urllib.request
 
 import orjson
 import redis
@@ -116,6 +117,13 @@ def test_signals_decisions_dlq_and_serving_view(worker_factory, kafka_io, redis_
         "expansion_signal_latency_seconds_count 2.0",
     ):
         assert line in exposition
+    # one family by name, as a progress reader asks for it
+    url = f"{worker.url}/metrics?name[]=expansion_events_duplicate_total"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        named = answer.read().decode()
+    assert [line for line in named.splitlines() if not line.startswith("#")] == [
+        "expansion_events_duplicate_total 1.0"
+    ]
 
 
 def test_events_on_other_partitions_reach_their_accounts_state(worker_factory, kafka_io):

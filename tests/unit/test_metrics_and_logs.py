@@ -129,6 +129,16 @@ def test_the_exposition_has_no_created_series_beside_counters_and_histograms() -
     assert "_created" not in body
 
 
+def test_the_exposition_of_named_series_has_those_alone() -> None:
+    metrics.SIGNALS.labels("seat_saturation", "sales").inc()
+    metrics.DUPLICATES.inc()
+
+    body = metrics.exposition(["expansion_events_duplicate_total"])[0].decode()
+
+    values = [line for line in body.splitlines() if not line.startswith("#")]
+    assert [line.rpartition(" ")[0] for line in values] == ["expansion_events_duplicate_total"]
+
+
 def record(message: str, error: BaseException | None = None) -> logging.LogRecord:
     exc_info = (type(error), error, None) if error else None
     return logging.LogRecord("streams.io.agents", logging.WARNING, "", 0, message, (), exc_info)
