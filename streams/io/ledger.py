@@ -62,9 +62,9 @@ class Mark:
 
     @classmethod
     def answered(
-        cls, answer_key: str, partition: int | None, offset: int | None, answered: str | None
+        cls, answer_key: str, partition: int | None, offset: int | None, member: str | None
     ) -> Mark:
-        return cls(f"outcome:{answer_key}", "outcomes", partition, offset, takes_out=answered)
+        return cls(f"outcome:{answer_key}", "outcomes", partition, offset, takes_out=member)
 
 
 def redacted(url: str) -> str:
