@@ -83,7 +83,9 @@ def active_before(state: AccountState, rule: ChurnRiskRule) -> int:
     return state.memoized(
         "churn_before",
         (window, today, state.history_revision),
-        lambda: state.active_users(today - 2 * window + 1, today - window),
+        state.active_users,
+        today - 2 * window + 1,
+        today - window,
     )
 
 

@@ -453,16 +453,17 @@ class AccountState:
 
     # -- window queries ----------------------------------------------------
 
-    def memoized(self, name: str, key: Any, compute: Callable[[], T]) -> T:
-        """compute(), or its last result while `key` stays the same.
+    def memoized(self, name: str, key: Any, compute: Callable[..., T], *args: Any) -> T:
+        """compute(*args), or its last result while `key` stays the same.
 
         The key names everything the result depends on: the rule, the day, the revision
-        of the data it reads. (A prune happens only on a new day.)
+        of the data it reads. (A prune happens only on a new day.) The arguments are given
+        apart, not in a closure: some run on every event.
         """
         hit = self.memo.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]  # type: ignore[no-any-return]  # (what compute gave for this key)
-        value = compute()
+        value = compute(*args)
         self.memo[name] = (key, value)
         return value
 

@@ -318,21 +318,23 @@ def new_department(state: AccountState, event: Event, rule: NewDepartmentRule) -
         return None
     assert state.now is not None
     today = state.today
-    # (state.memoized, inline: this runs on every event of an account with departments)
-    key = (rule.window_days, today, state.department_revision)
-    hit = state.memo.get("new_departments")
-    if hit is None or hit[0] != key:
-        hit = state.memo["new_departments"] = (
-            key,
-            _new_departments(state, today - rule.window_days + 1),
-        )
-    known_since, new = hit[1]
+    known_since, new = state.memoized(
+        "new_departments",
+        (rule.window_days, today, state.department_revision),
+        _new_departments,
+        state,
+        today - rule.window_days + 1,
+    )
     if not new or state.now - known_since < rule.departments_known_days * DAY:
         return None
     return state.memoized(
         "new_department",
         (rule, today, state.activity_revision),
-        lambda: _new_department(state, rule, known_since, new),
+        _new_department,
+        state,
+        rule,
+        known_since,
+        new,
     )
 
 
@@ -631,7 +633,9 @@ def workflow_expansion(
     means = state.memoized(
         "workflow_means",
         (rule, state.today, state.workflow_revision),
-        lambda: _workflow_means(state, rule),
+        _workflow_means,
+        state,
+        rule,
     )
     if means is None:
         return None
