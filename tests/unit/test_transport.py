@@ -14,7 +14,7 @@ import faust
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from streams.io.transport import KAFKA_SCHEME
+from streams.io.transport import FETCH_MAX_WAIT_MS, KAFKA_SCHEME, TANSU_SCHEME
 
 INPUT = TP("events", 0)
 CHANGELOG = TP("accounts-changelog", 0)
@@ -92,3 +92,18 @@ def test_changelog_records_pass_as_they_come() -> None:
 
     assert sorted(handed) == [(CHANGELOG, 0), (CHANGELOG, 7), (INPUT, 0)]
     assert fetcher.sought == []
+
+
+def test_the_worker_asks_both_brokers_for_a_short_fetch_wait() -> None:
+    """aiokafka leaves a partition with records not yet handed out out of its next fetch, and
+    a broker holds a fetch of idle partitions alone for the whole wait, while no input
+    partition of it is fetched: with Faust's 1.5 s, events waited that long on Kafka."""
+
+    async def fetch_wait(scheme: str) -> int:
+        app = faust.App("wait-test", broker=f"{scheme}://127.0.0.1:9", store="memory://")
+        thread: Any = app.consumer._new_consumer_thread()
+        consumer = thread._create_worker_consumer(app.transport)
+        return int(consumer._fetch_max_wait_ms)
+
+    for scheme in (KAFKA_SCHEME, TANSU_SCHEME):
+        assert asyncio.run(fetch_wait(scheme)) == FETCH_MAX_WAIT_MS == 20, scheme
