@@ -95,9 +95,9 @@ def test_changelog_records_pass_as_they_come() -> None:
 
 
 def test_the_worker_asks_both_brokers_for_a_short_fetch_wait() -> None:
-    """aiokafka leaves a partition with records not yet handed out out of its next fetch, and
-    a broker holds a fetch of idle partitions alone for the whole wait, while no input
-    partition of it is fetched: with Faust's 1.5 s, events waited that long on Kafka."""
+    """aiokafka's next fetch leaves out the partitions whose records are not all handed out
+    yet, and a broker holds a fetch of idle partitions alone for the whole wait, while no
+    input partition of it is fetched: with Faust's 1.5 s, events waited that long on Kafka."""
 
     async def fetch_wait(scheme: str) -> int:
         app = faust.App("wait-test", broker=f"{scheme}://127.0.0.1:9", store="memory://")
