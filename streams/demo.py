@@ -24,7 +24,7 @@ from streams import present, scorecard
 from streams.clock import day_of
 from streams.embedded import EmbeddedBroker, free_port
 from streams.io.ledger import redacted
-from streams.io.topics import ensure_topics
+from streams.io.topics import FETCH_MAX_WAIT_MS, ensure_topics
 from streams.settings import ROOT, Settings
 from streams.simulate.wire import malformed
 from streams.simulate.world import simulate
@@ -120,7 +120,9 @@ async def _produce(
 async def _read_all(
     bootstrap: str, topic: str, partitions: int, out: list[dict[str, Any]], echo: bool
 ) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    )
     await consumer.start()
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(partitions)])

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams import present
 from streams.io import kafka_security
-from streams.io.topics import existing_partitions
+from streams.io.topics import FETCH_MAX_WAIT_MS, existing_partitions
 from streams.logs import fatal
 from streams.settings import Settings
 from streams.signals import Route
@@ -39,6 +39,7 @@ async def _tail(
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         **kafka_security.aiokafka_kwargs(settings),
     )
     stopping = asyncio.Event()

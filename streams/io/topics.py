@@ -30,6 +30,10 @@ from streams.io.backoff import FIRST_DELAY, backoff_delays
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 3.0
+# The fetch wait of every consumer here (the worker's, tail's, the webhook sink's, the demo's):
+# Tansu answers a fetch only when its wait runs out, and any broker holds a fetch of idle
+# partitions alone for the whole wait (streams.io.transport says why that happens).
+FETCH_MAX_WAIT_MS = 20
 DEFAULT_WAIT_SECONDS = 300.0  # BROKER_WAIT_SECONDS
 METADATA_WAIT_SECONDS = 10.0  # for a new topic's partitions to show in the metadata
 # The broker answered and said no to the SASL set-up: waiting will not change that.

@@ -49,11 +49,12 @@ from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
 
+from streams.io.topics import FETCH_MAX_WAIT_MS
+
 log = logging.getLogger(__name__)
 
 KAFKA_SCHEME = "expansion-kafka"
 TANSU_SCHEME = "expansion-tansu"
-FETCH_MAX_WAIT_MS = 20
 
 
 class Consumer(driver.Consumer):

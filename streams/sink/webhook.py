@@ -38,7 +38,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streams.io import kafka_security
 from streams.io.backoff import backoff_delays
 from streams.io.ledger import LEDGER_TTL_SECONDS, redacted
-from streams.io.topics import BrokerUnavailable, TopicCreationError, ensure_topics
+from streams.io.topics import (
+    FETCH_MAX_WAIT_MS,
+    BrokerUnavailable,
+    TopicCreationError,
+    ensure_topics,
+)
 from streams.logs import fatal, logging_config
 from streams.settings import Settings
 from streams.signals import Route
@@ -265,6 +270,7 @@ class Sink:
             group_id=config.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest" if config.from_beginning else "latest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             # a receiver that is down holds a fetch for as long as it takes to come back
             max_poll_interval_ms=3_600_000,
             rebalance_timeout_ms=int(settings.broker_rebalance_timeout * 1000),

@@ -14,7 +14,8 @@ import faust
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from streams.io.transport import FETCH_MAX_WAIT_MS, KAFKA_SCHEME, TANSU_SCHEME
+from streams.io.topics import FETCH_MAX_WAIT_MS
+from streams.io.transport import KAFKA_SCHEME, TANSU_SCHEME
 
 INPUT = TP("events", 0)
 CHANGELOG = TP("accounts-changelog", 0)
