@@ -28,6 +28,9 @@ from streams.settings import Settings
 SCORECARD_READ_SECONDS = 5.0
 
 
+NEVER = 2**62  # messages: more than any worker will read
+
+
 def new_faust_app(settings: Settings) -> faust.App:
     """A Faust app configured from settings as the worker runs it, with no agents yet."""
     if not settings.kafka_bootstrap:
@@ -44,6 +47,10 @@ def new_faust_app(settings: Settings) -> faust.App:
         topic_replication_factor=1,
         table_standby_replicas=0,
         processing_guarantee="at_least_once",
+        # Offsets are committed on Faust's timer (broker_commit_interval) only: a commit
+        # after every 10,000 messages (Faust's default) ran inside its message loop, and no
+        # message reached the agent until the commit's saves were done (docs/performance.md).
+        broker_commit_every=NEVER,
         consumer_auto_offset_reset="earliest",
         broker_rebalance_timeout=settings.broker_rebalance_timeout,
         broker_session_timeout=settings.broker_session_timeout,

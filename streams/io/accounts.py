@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -14,6 +15,7 @@ from faust.types import TP
 from streams.clock import DAY, format_time
 from streams.domain.state import AccountState
 from streams.io import metrics
+from streams.io.background import give_way, in_slices
 from streams.io.delivery import Delivery, Record
 from streams.io.records import (
     Account,
@@ -30,7 +32,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 # Decoded states of the accounts seen last, so that a busy account is not decoded per message:
 # those of accounts saved before, or whose records take CACHE_MIN_BYTES or more. An account
 # saved for the first time is not kept: a burst of new accounts seen once (a backfill, a
@@ -46,15 +47,6 @@ SUMMARY_SLICE = 500  # stored states summarized between turns of the event loop
 # The changelog's producer batches: a commit's account states in a few produce requests.
 CHANGELOG_BATCH_BYTES = 256 * 1024
 CHANGELOG_LINGER_MS = 5
-
-
-async def in_slices(items: Iterable[T], size: int) -> AsyncIterator[T]:
-    """The items, with a turn of the event loop before every `size`-th: long work over many
-    accounts must not hold up the agent, and every message, until it is done."""
-    for n, item in enumerate(items):
-        if n % size == size - 1:
-            await asyncio.sleep(0)
-        yield item
 
 
 async def summarize(
@@ -77,6 +69,10 @@ async def summarize(
         (len(value) + part_bytes.get(key, 0), *AccountState.summary(state_of(value)))
         async for key, value in in_slices(heads.items(), SUMMARY_SLICE)
     ]
+
+
+class UnpublishedState(Exception):
+    """A save found an account whose records failed to go out: its state is not written."""
 
 
 class AccountStore:
@@ -105,6 +101,8 @@ class AccountStore:
         self.unsaved: dict[bytes, Account] = {}  # changed since the table was last written
         self.saving: dict[bytes, Account] = {}  # being written meanwhile
         self.save_lock = asyncio.Lock()
+        self.publishing: bytes | None = None  # the account whose records the agent is sending
+        self._publish_acked: asyncio.Future[None] | None = None  # a save waits for them
         # What one record, and all the records of one account, may take; the record limit
         # lowered at start-up to the broker's when it is smaller (streams.worker).
         self.message_max_bytes = settings.message_max_bytes
@@ -153,7 +151,8 @@ class AccountStore:
         Called just before Faust flushes its producer and commits input offsets: the state
         on the changelog is never behind a committed offset. The changelog records go to
         their own producer, not through Faust's send buffer, whose backlog would hold up the
-        agent (and every signal) until it drained; they are acked before this returns.
+        agent (and every signal) until it drained; they are acked before this returns. The
+        agent goes on meanwhile, with the right of way (streams.io.background).
         """
         async with self.save_lock:
             self.saving, self.unsaved = self.unsaved, {}
@@ -162,8 +161,11 @@ class AccountStore:
             accounts = list(self.saving.items())
             limits = self.message_max_bytes, self.account_max_bytes
             for first in range(0, len(accounts), SAVE_SLICE):
+                started = time.perf_counter()
                 later: list[tuple[bytes, Account, bytes]] = []  # heads to compress
                 for account_key, account in accounts[first : first + SAVE_SLICE]:
+                    if account_key == self.publishing:
+                        await self._published()
                     if account_key not in self.saving:
                         continue  # its partition was revoked meanwhile (forget)
                     saved.append(account.state)  # (its scorecard row, whether or not it fits)
@@ -173,16 +175,46 @@ class AccountStore:
                         self._store(account_key, account, encoded, records)
                     else:
                         later.append((account_key, account, head))
+                worked = time.perf_counter() - started
                 # the agent goes on meanwhile; zlib lets go of the GIL while it compresses
                 heads = await asyncio.to_thread(list, map(compress, [head for *_, head in later]))
+                started = time.perf_counter()
                 for (account_key, account, _), head in zip(later, heads, strict=True):
                     if account_key in self.saving:  # not revoked meanwhile
                         encoded = Encoded(head, {}, size=len(head))
                         self._store(account_key, account, encoded, records)
+                await give_way(worked + time.perf_counter() - started)
             await self.delivery.deliver(records, self._send_changelog)
             if self.after_save is not None:
                 await self.after_save(saved)
             self.saving = {}
+
+    def publishing_started(self, account_key: bytes) -> None:
+        """Call before an account's signals, decisions and outcome records are sent: its
+        state, changed already, is not saved until they are acked (publishing_done)."""
+        self.publishing = account_key
+
+    def publishing_done(self, error: BaseException | None = None) -> None:
+        """Call when the account's records are acked, or with the error that stopped them:
+        a save waiting for them then fails, and no offset is committed past them."""
+        self.publishing = None
+        waiting, self._publish_acked = self._publish_acked, None
+        if waiting is None:
+            return
+        if error is None:
+            waiting.set_result(None)
+        else:
+            waiting.set_exception(
+                UnpublishedState(f"an account's records were not sent: {error!r}")
+            )
+
+    async def _published(self) -> None:
+        """Wait until the account being published is done: a state saved, and offsets
+        committed, while its records were unacked would say "published" after a crash
+        that lost them, and its events would not be read again."""
+        if self._publish_acked is None:
+            self._publish_acked = asyncio.get_running_loop().create_future()
+        await self._publish_acked
 
     def _store(
         self, account_key: bytes, account: Account, encoded: Encoded, records: list[Record]

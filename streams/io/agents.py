@@ -13,7 +13,7 @@ import orjson
 from streams.domain.account import apply_events
 from streams.domain.decide import Detector
 from streams.events import Event, Rejection, decode, encode_batches
-from streams.io import kafka_security, metrics, transport
+from streams.io import background, kafka_security, metrics, transport
 from streams.io.accounts import AccountStore
 from streams.io.delivery import Delivery, raw_topic
 from streams.io.ledger import Ledger
@@ -187,7 +187,13 @@ class Agent:
             metrics.DUPLICATES.inc(applied.duplicates)
         if applied.late:
             metrics.LATE.inc(applied.late)
-        await self.publisher.publish(account_id, applied.outcomes, sent_at)
+        self.accounts.publishing_started(account_key)
+        try:
+            await self.publisher.publish(account_id, applied.outcomes, sent_at)
+        except BaseException as error:  # cancelled too: the records may not be on the broker
+            self.accounts.publishing_done(error)
+            raise
+        self.accounts.publishing_done()
         if applied.changed:
             # Saved after the signals are on the broker: state that says "published" never
             # survives a crash that lost the signal.
@@ -211,4 +217,5 @@ def register(app: faust.App, agent: Agent, accounts: AccountStore) -> None:
     @app.agent(agent.inputs, name="detector")
     async def detect(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            background.message_taken()
             await agent.on_message(event.message, event.key, event.value)

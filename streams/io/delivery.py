@@ -11,6 +11,7 @@ import faust
 from aiokafka.errors import KafkaError
 
 from streams.io import metrics
+from streams.io.background import in_slices
 from streams.io.backoff import backoff_delays
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ SEND_ERRORS = (KafkaError, TimeoutError, ConnectionError)
 # topic, key, value and partition (None: the topic's partitioner picks it)
 Record = tuple[faust.TopicT, bytes | None, bytes | None, int | None]  # value None: a tombstone
 Send = Callable[[Record], Awaitable[Any]]
+SEND_SLICE = 64  # records sent between turns of the event loop (a commit sends thousands)
 
 
 def raw_topic(app: faust.App, *names: str) -> faust.TopicT:
@@ -49,7 +51,9 @@ class Delivery:
         While the broker fails, processing waits here: the input offset is not committed,
         and nothing after these records is sent.
         """
-        sent = [(record, await _sent(send, record)) for record in records]
+        sent = [
+            (record, await _sent(send, record)) async for record in in_slices(records, SEND_SLICE)
+        ]
         placed = []
         for record, delivery in sent:
             delays = None  # made at the first failure: most sends succeed at once

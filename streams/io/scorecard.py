@@ -9,7 +9,7 @@ import orjson
 
 from streams.domain.scorecard import scorecard_row
 from streams.domain.state import AccountState
-from streams.io.accounts import in_slices
+from streams.io.background import in_slices
 from streams.io.ledger import Ledger
 from streams.rules import SEGMENTS, Rules
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import zlib
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
+import pytest
 from faust.types import TP
 from scenario import (
     SHIPPED_RULES,
@@ -26,7 +28,7 @@ from streams.domain.account import apply_events
 from streams.domain.decide import Detector
 from streams.domain.state import AccountState
 from streams.events import Event
-from streams.io.accounts import AccountStore, summarize
+from streams.io.accounts import AccountStore, UnpublishedState, summarize
 from streams.io.delivery import Delivery
 from streams.io.records import Account, decode, encode
 from streams.io.topics import partition_for
@@ -245,6 +247,62 @@ def test_an_account_changed_while_its_save_is_compressed_is_saved_as_it_was_then
     assert second_state != first_state
     assert second_state == store.load("acct-0", key).state.to_bytes()
     assert [record[2] for record in sent.records] == [first, second]
+
+
+def test_an_account_whose_records_are_being_published_is_saved_only_once_they_are_acked(
+    tmp_path: Path,
+) -> None:
+    """A commit's save runs beside the agent: a state that says "published" must never reach
+    the changelog while the records it published are unacked, or a crash would lose them
+    (and the events that led to them would not be read again)."""
+    store, sent, _ = kept_store(tmp_path)
+    key = b"acct-0"
+    history = seat_history()
+    detector = Detector(SHIPPED_RULES)
+
+    async def scenario() -> tuple[list[Any], bytes]:
+        account = store.load("acct-0", key)
+        apply_events(detector, account.state, history[:3])
+        await store.changed(key, account)
+        # the agent's next message for the account: applied, its records on their way
+        again = store.load("acct-0", key)
+        assert apply_events(detector, again.state, history[3:]).changed
+        published = again.state.to_bytes()
+        store.publishing_started(key)
+        save = asyncio.create_task(store.save())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(save), 0.5)
+        written_while_unacked = list(sent.records)
+        store.publishing_done()  # the broker acked them
+        await save
+        return written_while_unacked, published
+
+    written_while_unacked, published = asyncio.run(scenario())
+    assert written_while_unacked == []
+    assert decode(store.table.data[key], {}.get, key).state.to_bytes() == published
+    assert [record[1] for record in sent.records] == [key]
+
+
+def test_a_save_waiting_for_records_that_fail_to_go_out_fails_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store, sent, _ = kept_store(tmp_path)
+    key = b"acct-0"
+
+    async def scenario() -> None:
+        account = store.load("acct-0", key)
+        apply_events(Detector(SHIPPED_RULES), account.state, seat_history())
+        await store.changed(key, account)
+        store.publishing_started(key)
+        save = asyncio.create_task(store.save())
+        await asyncio.sleep(0)
+        store.publishing_done(asyncio.CancelledError())  # the worker stopped mid-send
+        await save
+
+    with pytest.raises(UnpublishedState):
+        asyncio.run(scenario())
+    assert key not in store.table.data
+    assert sent.records == []
 
 
 def test_an_account_whose_partition_is_revoked_while_its_save_is_compressed_is_not_written(

@@ -8,14 +8,18 @@ jump over them. These tests drive the consumer's getmany with the batches a fetc
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
+from streams.app import new_faust_app
 from streams.io.topics import FETCH_MAX_WAIT_MS
 from streams.io.transport import KAFKA_SCHEME, TANSU_SCHEME
+from streams.settings import Settings
 
 INPUT = TP("events", 0)
 CHANGELOG = TP("accounts-changelog", 0)
@@ -108,3 +112,36 @@ def test_the_worker_asks_both_brokers_for_a_short_fetch_wait() -> None:
 
     for scheme in (KAFKA_SCHEME, TANSU_SCHEME):
         assert asyncio.run(fetch_wait(scheme)) == FETCH_MAX_WAIT_MS == 20, scheme
+
+
+def test_the_worker_commits_on_its_timer_never_inside_its_message_loop(tmp_path: Path) -> None:
+    """Faust commits after every 10,000 acked messages inside the loop that hands messages
+    to the agent: no message reached the agent until the commit's saves were done, and every
+    signal of those seconds waited for it. The worker commits on Faust's timer only, beside
+    the agent."""
+    settings = Settings(kafka_bootstrap="127.0.0.1:9", data_dir=tmp_path)
+    app = new_faust_app(settings)
+    consumer: Any = app.consumer
+    consumer.resume_flow()
+    consumer.is_input = lambda tp: tp.topic == INPUT.topic
+    Fetcher(consumer, [[(INPUT, n) for n in range(3)]])
+    consumer._n_acked = 10**9  # as after a billion messages acked since the last commit
+    commits: list[int] = []
+    handed: list[int] = []
+
+    async def commit(*args: Any, **kwargs: Any) -> bool:
+        commits.append(len(handed))
+        return True
+
+    async def callback(message: Any) -> None:
+        handed.append(message.offset)
+        if len(handed) == 3:
+            consumer._stopped.set()
+
+    consumer.commit = commit
+    consumer.callback = callback
+    # on the app's own loop, where Faust runs the callback
+    app.loop.run_until_complete(consumer._drain_messages(SimpleNamespace(_stopped=asyncio.Event())))
+
+    assert handed == [0, 1, 2]
+    assert commits == []
