@@ -210,6 +210,14 @@ def kept_store(tmp_path: Path) -> tuple[AccountStore, KeptRecords, Settings]:
     return AccountStore(new_faust_app(settings), settings, cast(Delivery, sent)), sent, settings
 
 
+async def changed_account(store: AccountStore, key: bytes) -> Account:
+    """The account of `key` with the seat history applied, kept to save."""
+    account = store.load(key.decode(), key)
+    apply_events(Detector(SHIPPED_RULES), account.state, seat_history())
+    await store.changed(key, account)
+    return account
+
+
 def test_an_account_changed_while_its_save_is_compressed_is_saved_as_it_was_then_and_again(
     tmp_path: Path,
 ) -> None:
@@ -290,9 +298,7 @@ def test_a_save_waiting_for_records_that_fail_to_go_out_fails_and_writes_nothing
     key = b"acct-0"
 
     async def scenario() -> None:
-        account = store.load("acct-0", key)
-        apply_events(Detector(SHIPPED_RULES), account.state, seat_history())
-        await store.changed(key, account)
+        await changed_account(store, key)
         store.publishing_started(key)
         save = asyncio.create_task(store.save())
         await asyncio.sleep(0)
@@ -312,9 +318,7 @@ def test_an_account_whose_partition_is_revoked_while_its_save_is_compressed_is_n
     key = b"acct-0"
 
     async def scenario() -> None:
-        account = store.load("acct-0", key)
-        apply_events(Detector(SHIPPED_RULES), account.state, seat_history())
-        await store.changed(key, account)
+        await changed_account(store, key)
 
         async def revoke() -> None:
             partition = partition_for(key, settings.topic_partitions)
