@@ -9,7 +9,7 @@ from typing import Any
 from streams.io import background
 from streams.io.background import agent_at_work, in_slices
 
-MESSAGES = 200
+MESSAGES = 50  # few, so that the agent is done well inside the wait on a slow machine
 
 
 def test_background_work_waits_between_its_slices_while_the_agent_is_at_work() -> None:
